@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each creates .venv when missing and installs the project (editable, with dev extras)
+# pinned by constraints.txt, then runs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kdvision-installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo demo-oct demo-face test bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: demo-oct demo-face
+
+demo-oct: $(STAMP)
+	$(BIN)/medkd run pipelines/kd_oct_demo.yaml --out $(DEMO_OUT)/oct
+
+demo-face: $(STAMP)
+	$(BIN)/facekd run pipelines/face_kd_demo.yaml --out $(DEMO_OUT)/face
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --out benchmarks/results.json
+
+clean:
+	rm -rf $(VENV) runs build dist .pytest_cache

@@ -1,0 +1,87 @@
+"""Logging with one format, progress bars that stay quiet under CI, optional TensorBoard."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, TypeVar
+
+from tqdm.auto import tqdm
+
+__all__ = ["setup_logging", "get_logger", "progress", "progress_enabled", "TensorBoardLogger"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+T = TypeVar("T")
+_progress_wanted = True
+
+
+def setup_logging(level: int | str = logging.INFO, logfile: str | os.PathLike | None = None) -> None:
+    """Configure the root logger once: console on stderr, and a run's ``run.log`` when given."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
+    if not any(getattr(h, "_kdvision", False) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(formatter)
+        console._kdvision = True  # type: ignore[attr-defined]
+        root.addHandler(console)
+    if logfile is not None:
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler) and getattr(h, "_kdvision", False)]:
+            root.removeHandler(handler)
+            handler.close()
+        Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(logfile, encoding="utf-8")
+        file_handler.setFormatter(formatter)
+        file_handler._kdvision = True  # type: ignore[attr-defined]
+        root.addHandler(file_handler)
+    for noisy in ("PIL", "matplotlib", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)
+
+
+def set_progress(enabled: bool) -> None:
+    global _progress_wanted
+    _progress_wanted = enabled
+
+
+def progress_enabled() -> bool:
+    """Bars only for a person at a terminal: off when ``CI`` is set or stderr is not a TTY."""
+    return _progress_wanted and not os.environ.get("CI") and sys.stderr.isatty()
+
+
+def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, leave: bool = False) -> Iterable[T]:
+    return tqdm(iterable, desc=desc, total=total, leave=leave, disable=not progress_enabled(), dynamic_ncols=True)
+
+
+class TensorBoardLogger:
+    """Scalars to TensorBoard when enabled; enabling it without tensorboard installed is an error, not a no-op."""
+
+    def __init__(self, log_dir: str | os.PathLike | None):
+        self._writer = None
+        if log_dir is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            from .errors import ConfigError
+
+            raise ConfigError(f"runtime.tensorboard: true, but tensorboard is not installed ({exc}); "
+                              "pip install tensorboard or set runtime.tensorboard=false") from None
+        self._writer = SummaryWriter(log_dir=str(log_dir))
+
+    def scalars(self, tag_prefix: str, values: dict[str, float], step: int) -> None:
+        if self._writer is None:
+            return
+        for key, value in values.items():
+            if isinstance(value, (int, float)):
+                self._writer.add_scalar(f"{tag_prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

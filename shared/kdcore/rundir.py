@@ -1,0 +1,177 @@
+"""Run directories: resolved config, environment, seed, metric streams and atomic result files.
+
+Layout::
+
+    RUN/config.yaml        resolved recipe (after overrides)
+    RUN/environment.json   python and package versions, git commit, seed, command line, machine
+    RUN/log.jsonl          one JSON record per logged event (epochs, evaluations)
+    RUN/metrics.csv        the same numbers in long format: model,fold,epoch,split,name,value
+    RUN/run.log            the Python log
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .atomic import atomic_write_json, atomic_write_text
+from .errors import ConfigError, KDError
+
+__all__ = ["RunDir", "environment_info", "default_run_dir"]
+
+TRACKED_PACKAGES = ("kdvision", "torch", "torchvision", "timm", "monai", "albumentations", "numpy", "scikit-learn",
+                    "scipy", "opencv-python-headless", "onnx", "onnxruntime", "pydantic", "safetensors")
+METRIC_COLUMNS = ("time", "model", "fold", "epoch", "split", "name", "value")
+
+
+def default_run_dir(recipe_name: str, root: str | os.PathLike = "runs") -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{recipe_name}-{stamp}"
+
+
+def _git_commit() -> dict[str, Any] | None:
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=source, capture_output=True, text=True, timeout=10)
+        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_info(seed: int | None = None) -> dict[str, Any]:
+    """Versions and machine facts that a reader needs to reproduce a run."""
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": versions,
+        "git": _git_commit(),
+        "seed": seed,
+        "command": sys.argv,
+        "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+class RunDir:
+    """A run's output folder. Create with :meth:`create`; reopen an existing one with ``RunDir(path)``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, config: Any, seed: int, comparable: dict | None = None) -> "RunDir":
+        """Create (or reuse, for another set of folds or a resume) the run folder and record the setup.
+
+        ``comparable`` is the part of the config that must match when the folder already holds a run,
+        so that fold jobs split over machines and resumed runs cannot mix two different experiments.
+        """
+        run = cls(path)
+        run._ensure_writable()
+        resolved = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
+        stored = run.path / "config.yaml"
+        if stored.exists() and comparable is not None:
+            previous = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
+            mismatched = sorted(k for k in comparable if previous.get(k) != comparable[k])
+            if mismatched:
+                raise ConfigError(
+                    f"{run.path}: holds a run with a different recipe (differs in: {', '.join(mismatched)}); "
+                    "choose a new --out, or run with the same recipe to resume or add folds")
+        atomic_write_text(stored, yaml.safe_dump(resolved, sort_keys=False))
+        env = environment_info(seed)
+        env_file = run.path / "environment.json"
+        if env_file.exists():
+            env["previous_invocations"] = _previous_invocations(env_file)
+        atomic_write_json(env_file, env)
+        return run
+
+    def _ensure_writable(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise KDError(f"{self.path}: output directory is not writable ({exc.strerror or exc})") from None
+
+    # ------------------------------------------------------------ streams
+
+    def log_event(self, record: dict[str, Any]) -> None:
+        """Append one record to log.jsonl and its numeric fields to metrics.csv (long format)."""
+        record = {"time": round(_time(), 3), **record}
+        line = json.dumps(record, default=str, allow_nan=True)
+        rows = []
+        for name, value in record.items():
+            if name in METRIC_COLUMNS or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            rows.append([record["time"], record.get("model", ""), record.get("fold", ""), record.get("epoch", ""),
+                         record.get("split", ""), name, value])
+        with self._lock:
+            with open(self.path / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+            metrics = self.path / "metrics.csv"
+            new = not metrics.exists()
+            with open(metrics, "a", encoding="utf-8", newline="") as f:
+                writer = csv.writer(f)
+                if new:
+                    writer.writerow(METRIC_COLUMNS)
+                writer.writerows(rows)
+
+    def write_json(self, relative: str, obj: Any) -> Path:
+        target = self.path / relative
+        atomic_write_json(target, obj)
+        return target
+
+    def write_text(self, relative: str, text: str) -> Path:
+        target = self.path / relative
+        atomic_write_text(target, text)
+        return target
+
+    def sub(self, *parts: str | int) -> Path:
+        folder = self.path.joinpath(*map(str, parts))
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+def _time() -> float:
+    import time
+
+    return time.time()
+
+
+def _previous_invocations(env_file: Path) -> list:
+    try:
+        old = json.loads(env_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    history = old.pop("previous_invocations", [])
+    return history + [{"started": old.get("started"), "command": old.get("command"), "git": old.get("git")}]
