@@ -1,0 +1,134 @@
+import math
+import pickle
+
+import pytest
+import timm
+import torch
+
+from kdcore.checkpoint import load_checkpoint, load_weights
+from kdcore.config import TrainConfig
+from kdcore.engine import Trainer
+from kdcore.errors import CheckpointError, TrainingError
+from tests.kdcore.toy import ToyImages, ToyTask, toy_loader
+
+
+def make_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return timm.create_model("test_efficientnet", num_classes=2)
+
+
+def fit(tmp_path, config: TrainConfig, task=None, resume=True, seed=0, amp_dtype=None):
+    task = task or ToyTask(ToyImages(8, seed=1))
+    trainer = Trainer(make_model(), config, task, monitor="loss", mode="min", device=torch.device("cpu"),
+                      amp_dtype=amp_dtype, seed=seed, name="toy", fold=0, output_dir=tmp_path, meta={"arch": "t"})
+    return trainer.fit(toy_loader(ToyImages(16), seed=seed), resume=resume), task
+
+
+def test_fit_writes_final_weights_and_history(tmp_path):
+    result, _ = fit(tmp_path, TrainConfig(epochs=3, batch_size=8, lr=1e-2, warmup_epochs=1))
+    assert result.epochs_run == 3 and result.kept == "best"
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    saved = load_weights(tmp_path / "model.safetensors")
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(saved[key], value), key
+
+
+def test_swa_model_is_the_model_saved(tmp_path):
+    config = TrainConfig(epochs=4, lr=1e-2, swa={"enabled": True, "start_epoch": 1, "lr": 5e-3})
+    result, task = fit(tmp_path, config)
+    assert result.kept == "swa"
+    # Validation sees the live model after each epoch: epochs 1..3 are the ones averaged.
+    averaged = task.snapshots[1:4]
+    saved = load_weights(tmp_path / "model.safetensors")
+    for name in averaged[0]:
+        expected = torch.stack([s[name] for s in averaged]).mean(0)
+        assert torch.allclose(saved[name], expected, atol=1e-6), name
+    # ... and not the last epoch's weights.
+    last = task.snapshots[3]
+    assert any(not torch.allclose(saved[n], last[n]) for n in last)
+
+
+def test_resume_after_crash_gives_identical_result(tmp_path):
+    config = TrainConfig(epochs=4, lr=1e-2, warmup_epochs=1, swa={"enabled": True, "start_epoch": 2})
+    reference, _ = fit(tmp_path / "ref", config)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "crash", config, task=ToyTask(ToyImages(8, seed=1), fail_at_epoch=3))
+    assert (tmp_path / "crash" / "last.pt").exists()
+    resumed, _ = fit(tmp_path / "crash", config)
+    assert resumed.epochs_run == 4
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in reference.history]
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path):
+    config = TrainConfig(epochs=2, lr=1e-2)
+    a, _ = fit(tmp_path / "a", config, seed=3)
+    b, _ = fit(tmp_path / "b", config, seed=3)
+    c, _ = fit(tmp_path / "c", config, seed=4)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert [h["loss"] for h in a.history] != [h["loss"] for h in c.history]
+
+
+def test_non_finite_loss_names_epoch_and_step(tmp_path):
+    with pytest.raises(TrainingError, match=r"epoch 1, step 0"):
+        fit(tmp_path, TrainConfig(epochs=3), task=ToyTask(ToyImages(8), nan_at_call=3))
+
+
+def test_frozen_backbone_epochs_only_train_the_head(tmp_path):
+    task = ToyTask(ToyImages(8))
+    torch.manual_seed(0)
+    initial = {k: v.clone() for k, v in make_model().named_parameters()}
+    fit(tmp_path, TrainConfig(epochs=2, lr=1e-2, freeze_backbone_epochs=1, weight_decay=0.1), task=task)
+    after_first = task.snapshots[0]
+    changed = {k for k in initial if not torch.equal(initial[k], after_first[k])}
+    assert changed == {"classifier.weight", "classifier.bias"}
+    assert any(not torch.equal(after_first[k], task.snapshots[1][k]) for k in initial if k.startswith("conv_stem"))
+
+
+def test_early_stopping_keeps_best_epoch(tmp_path):
+    class Worsening(ToyTask):
+        def validate(self, model):
+            super().validate(model)
+            return {"loss": float(len(self.snapshots))}  # gets worse every epoch
+
+    task = Worsening(ToyImages(8))
+    result, _ = fit(tmp_path, TrainConfig(epochs=10, patience=2), task=task)
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 0
+    for key, value in task.snapshots[0].items():
+        assert torch.equal(result.model.state_dict()[key], value)
+
+
+def test_plateau_before_swa_starts_the_swa_phase(tmp_path):
+    class Worsening(ToyTask):
+        def validate(self, model):
+            super().validate(model)
+            return {"loss": float(len(self.snapshots))}
+
+    config = TrainConfig(epochs=10, patience=2, swa={"enabled": True, "start_epoch": 8})
+    result, _ = fit(tmp_path, config, task=Worsening(ToyImages(8)))
+    # plateau after epoch 2 -> SWA phase of 10-8=2 epochs (3 and 4) -> 5 epochs in all.
+    assert result.kept == "swa" and result.epochs_run == 5
+
+
+def test_bf16_autocast_on_cpu(tmp_path):
+    result, _ = fit(tmp_path, TrainConfig(epochs=1, amp=True), amp_dtype=torch.bfloat16)
+    assert math.isfinite(result.history[0]["loss"])
+
+
+def test_gradient_accumulation_and_clipping_run(tmp_path):
+    result, _ = fit(tmp_path, TrainConfig(epochs=1, accumulate=2, clip_grad_norm=0.5))
+    assert result.epochs_run == 1
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Exploit()}, f)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
