@@ -1,0 +1,179 @@
+"""Fold runner: trains a list of named models per fold in dependency order, on one shared manifest.
+
+Layout of a run::
+
+    RUN/folds.json                         the manifest (written once)
+    RUN/folds/fold_<k>/<model>/            model.safetensors + model.json, last.pt while training
+    RUN/folds/fold_<k>/<model>/predictions.csv   test-patient predictions of that fold
+    RUN/folds/fold_<k>/<model>/done.json   written last: the fold's model is complete
+
+A fold whose ``done.json`` exists is skipped, so a killed run resumes where it stopped and folds can run
+as separate jobs (``--folds 0,1`` here, ``--folds 2,3,4`` elsewhere) and be merged afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .atomic import atomic_write_json
+from .cv import FoldManifest, FoldSplit, load_manifest
+from .errors import ConfigError, DataError
+from .logs import get_logger
+from .predictions import read_predictions, write_predictions
+from .rundir import RunDir
+
+__all__ = ["ModelSpec", "FoldContext", "FoldOutput", "FoldRunner", "merge_runs", "parse_folds"]
+log = get_logger(__name__)
+
+
+@dataclass
+class FoldContext:
+    fold: int
+    split: FoldSplit
+    manifest: FoldManifest
+    model_dir: Path
+    dependencies: dict[str, Path]
+    run: RunDir
+    resume: bool = True
+
+
+@dataclass
+class FoldOutput:
+    predictions: list[dict[str, Any]]
+    columns: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSpec:
+    """A model trained per fold; ``requires`` names models of the same fold it needs (its teachers)."""
+
+    name: str
+    train: Callable[[FoldContext], FoldOutput]
+    requires: tuple[str, ...] = ()
+
+
+def parse_folds(text: str | None, n_folds: int) -> list[int]:
+    """``"0,2"`` or ``"1-3"`` -> fold list; None -> all folds."""
+    if not text:
+        return list(range(n_folds))
+    folds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                folds.extend(range(lo, hi + 1))
+            else:
+                folds.append(int(part))
+        except ValueError:
+            raise ConfigError(f"--folds {text!r}: expected fold numbers like 0,1 or 2-4") from None
+    bad = [k for k in folds if not 0 <= k < n_folds]
+    if bad:
+        raise ConfigError(f"--folds {text!r}: folds {bad} outside 0..{n_folds - 1}")
+    return sorted(set(folds))
+
+
+class FoldRunner:
+    def __init__(self, run: RunDir, manifest: FoldManifest, specs: Sequence[ModelSpec]):
+        self.run, self.manifest = run, manifest
+        self.specs = self._ordered(specs)
+
+    @staticmethod
+    def _ordered(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
+        by_name = {s.name: s for s in specs}
+        if len(by_name) != len(specs):
+            raise ConfigError(f"duplicate model names: {[s.name for s in specs]}")
+        ordered: list[ModelSpec] = []
+        visiting: set[str] = set()
+
+        def visit(spec: ModelSpec) -> None:
+            if spec in ordered:
+                return
+            if spec.name in visiting:
+                raise ConfigError(f"models depend on each other in a cycle through {spec.name!r}")
+            visiting.add(spec.name)
+            for dependency in spec.requires:
+                if dependency not in by_name:
+                    raise ConfigError(f"model {spec.name!r} requires {dependency!r}, which the recipe does not define")
+                visit(by_name[dependency])
+            visiting.discard(spec.name)
+            ordered.append(spec)
+
+        for spec in specs:
+            visit(spec)
+        return ordered
+
+    def model_dir(self, name: str, fold: int) -> Path:
+        return self.run.path / "folds" / f"fold_{fold}" / name
+
+    def is_done(self, name: str, fold: int) -> bool:
+        marker = self.model_dir(name, fold) / "done.json"
+        if not marker.exists():
+            return False
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if done.get("manifest") != self.manifest.sha:
+            raise DataError(f"{marker}: trained on another fold manifest ({done.get('manifest')} vs "
+                            f"{self.manifest.sha}); use a new --out")
+        return True
+
+    def run_folds(self, folds: Sequence[int] | None = None, resume: bool = True) -> None:
+        for fold in folds if folds is not None else range(self.manifest.n_folds):
+            split = self.manifest.fold(fold)
+            for spec in self.specs:
+                if self.is_done(spec.name, fold):
+                    log.info("fold %d %s: already complete, skipped", fold, spec.name)
+                    continue
+                dependencies = {}
+                for dependency in spec.requires:
+                    if not self.is_done(dependency, fold):
+                        raise DataError(f"fold {fold}: {spec.name} needs {dependency}, which is not complete")
+                    dependencies[dependency] = self.model_dir(dependency, fold)
+                model_dir = self.model_dir(spec.name, fold)
+                model_dir.mkdir(parents=True, exist_ok=True)
+                context = FoldContext(fold, split, self.manifest, model_dir, dependencies, self.run, resume)
+                log.info("fold %d %s: training on %d train / %d val %ss, testing on %d", fold, spec.name,
+                         len(split.train), len(split.val), self.manifest.group_name, len(split.test))
+                output = spec.train(context)
+                write_predictions(model_dir / "predictions.csv", output.predictions, output.columns)
+                atomic_write_json(model_dir / "done.json", {"model": spec.name, "fold": fold,
+                                                            "manifest": self.manifest.sha, **output.info})
+
+    def completed_folds(self, name: str) -> list[int]:
+        return [k for k in range(self.manifest.n_folds) if self.is_done(name, k)]
+
+    def predictions(self, name: str) -> list[dict[str, str]]:
+        """Out-of-fold predictions of ``name`` over every completed fold."""
+        rows: list[dict[str, str]] = []
+        for fold in self.completed_folds(name):
+            rows.extend(read_predictions(self.model_dir(name, fold) / "predictions.csv"))
+        return rows
+
+
+def merge_runs(target: str | Path, sources: Sequence[str | Path]) -> list[str]:
+    """Copy completed folds of ``sources`` into ``target`` after checking they share its manifest."""
+    target = Path(target)
+    manifest = load_manifest(target / "folds.json")
+    copied = []
+    for source in map(Path, sources):
+        other = load_manifest(source / "folds.json")
+        if other.sha != manifest.sha:
+            raise DataError(f"{source}: fold manifest {other.sha} differs from {target}'s {manifest.sha}; "
+                            "only runs of the same recipe and data can be merged")
+        for done in sorted((source / "folds").glob("fold_*/*/done.json")):
+            relative = done.parent.relative_to(source)
+            destination = target / relative
+            if (destination / "done.json").exists():
+                continue
+            # Copy beside the destination, then rename: an interrupted merge leaves no half-copied fold.
+            staging = destination.with_name(destination.name + ".merging")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(done.parent, staging, ignore=shutil.ignore_patterns("last.pt"))
+            shutil.rmtree(destination, ignore_errors=True)
+            staging.rename(destination)
+            copied.append(str(relative))
+    return copied

@@ -1,0 +1,85 @@
+import json
+import os
+
+import pytest
+import torch
+
+from kdcore.atomic import atomic_open, atomic_write_json
+from kdcore.errors import ConfigError, KDError
+from kdcore.rundir import RunDir, environment_info
+from kdcore.seeding import rng_state, seed_everything, set_rng_state
+
+
+class Cfg:
+    def __init__(self, **kw):
+        self.kw = kw
+
+    def model_dump(self, mode="json"):
+        return dict(self.kw)
+
+
+def test_run_dir_records_config_environment_and_streams(tmp_path):
+    run = RunDir.create(tmp_path / "run", Cfg(name="demo", seed=3), seed=3, comparable={"name": "demo"})
+    env = json.loads((run.path / "environment.json").read_text())
+    assert env["seed"] == 3 and env["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    for package in ("torch", "timm", "monai", "albumentations", "numpy"):
+        assert env["packages"][package], package
+    run.log_event({"model": "teacher", "fold": 0, "epoch": 1, "split": "train", "loss": 0.5, "note": "x"})
+    lines = (run.path / "log.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["loss"] == 0.5
+    csv_lines = (run.path / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0] == "time,model,fold,epoch,split,name,value" and csv_lines[1].endswith("teacher,0,1,train,loss,0.5")
+
+
+def test_reusing_a_run_dir_with_another_recipe_is_refused(tmp_path):
+    RunDir.create(tmp_path, Cfg(name="a", data={"x": 1}), 0, comparable={"data": {"x": 1}})
+    RunDir.create(tmp_path, Cfg(name="a", data={"x": 1}), 0, comparable={"data": {"x": 1}})  # same: fine
+    with pytest.raises(ConfigError, match="differs in: data"):
+        RunDir.create(tmp_path, Cfg(name="a", data={"x": 2}), 0, comparable={"data": {"x": 2}})
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_dir_is_a_clear_error(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(KDError, match="not writable"):
+        RunDir.create(locked / "run", Cfg(), 0)
+
+
+def test_output_dir_under_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(KDError, match="not writable"):
+        RunDir.create(tmp_path / "file" / "run", Cfg(), 0)
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path):
+    target = tmp_path / "report.json"
+    atomic_write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as f:
+            f.write('{"v": 2, "half')
+            raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_nan_in_report_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "r.json", {"auc": float("nan")})
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_rng_state_round_trip_is_weights_only_safe(tmp_path):
+    seed_everything(5)
+    state = rng_state()
+    torch.save(state, tmp_path / "rng.pt")
+    expected = (torch.rand(3), __import__("numpy").random.rand(2).tolist(), __import__("random").random())
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    again = (torch.rand(3), __import__("numpy").random.rand(2).tolist(), __import__("random").random())
+    assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
+
+
+def test_environment_info_has_versions():
+    info = environment_info(seed=1)
+    assert info["python"] and info["cpu_count"] >= 1
