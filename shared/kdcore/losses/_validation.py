@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
 __all__ = ["check_logits", "check_target", "check_distill_inputs", "compute_dtype", "check_positive", "check_fraction",
-           "check_non_negative", "non_target_logits"]
+           "check_non_negative", "non_target_logits", "check_reduction", "Reduction"]
 
 _HALF = (torch.float16, torch.bfloat16)
+Reduction = Literal["mean", "sum", "none"]
+_REDUCTIONS = ("mean", "sum", "none")
 
 
 def compute_dtype(logits: torch.Tensor) -> torch.Tensor:
@@ -89,3 +92,9 @@ def check_fraction(value: float, name: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return value
+
+
+def check_reduction(reduction: str) -> str:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+    return reduction

@@ -3,8 +3,8 @@
 Written here rather than wrapping ``monai.losses.FocalLoss`` (MONAI 1.6.1), whose semantics do not fit
 (B, C) classification logits:
 
-* ``reduction="mean"`` divides by ``B * C`` (the loss lives on the one-hot (B, C) grid) and ignores the
-  class weights, so with ``gamma=0`` it is ``F.cross_entropy / C``, not ``F.cross_entropy``;
+* ``reduction="mean"`` divides by ``B * C`` (the loss lives on the one-hot (B, C) grid), not by the summed
+  weights of the labels, so with ``gamma=0`` it is ``F.cross_entropy / C`` (unweighted), not ``F.cross_entropy``;
 * ``reduction="sum"`` first averages over the spatial dims, which for (B, C) input (none) means over every
   element again, so it also returns ``sum / (B * C)``;
 * it forms ``1 - exp(log_softmax)``, whose gradient is NaN for ``0 < gamma < 1`` once ``p_t`` rounds to 1.
@@ -16,29 +16,18 @@ the class weight into the focusing term), ``1 - p_t`` is ``-expm1(log p_t)`` wit
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._registry import register_loss
-from ._validation import check_logits, check_non_negative, check_target, compute_dtype
+from ._validation import Reduction, check_logits, check_non_negative, check_reduction, check_target, compute_dtype
 from .class_weights import ClassWeights, as_class_weights
 
-__all__ = ["FocalLoss", "weights_for", "reduce_weighted"]
-
-Reduction = Literal["mean", "sum", "none"]
-_REDUCTIONS = ("mean", "sum", "none")
+__all__ = ["FocalLoss"]
 
 
-def check_reduction(reduction: str) -> str:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
-    return reduction
-
-
-def weights_for(class_weights: torch.Tensor | None, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+def _weights_for(class_weights: torch.Tensor | None, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
     """``w[y_i]`` per sample, shape (B,), in the logits' dtype; checks one weight per class."""
     if class_weights is None:
         return None
@@ -48,7 +37,7 @@ def weights_for(class_weights: torch.Tensor | None, logits: torch.Tensor, target
     return class_weights.to(device=logits.device, dtype=logits.dtype)[target]
 
 
-def reduce_weighted(per_sample: torch.Tensor, sample_weights: torch.Tensor | None, reduction: str) -> torch.Tensor:
+def _reduce(per_sample: torch.Tensor, sample_weights: torch.Tensor | None, reduction: str) -> torch.Tensor:
     """``mean`` divides by the summed sample weights (as ``F.cross_entropy`` does), else by B."""
     if reduction == "none":
         return per_sample
@@ -59,7 +48,7 @@ def reduce_weighted(per_sample: torch.Tensor, sample_weights: torch.Tensor | Non
 
 @register_loss("focal")
 class FocalLoss(nn.Module):
-    """``loss_i = -w[y_i] * (1 - p_t)^gamma * log p_t`` with ``p_t = softmax(logits_i)[y_i]``; called ``(logits, target)``.
+    """``loss_i = -w[y_i] * (1 - p_t)^gamma * log p_t``, ``p_t = softmax(logits_i)[y_i]``; called ``(logits, target)``.
 
     ``reduction="mean"`` returns ``sum_i loss_i / sum_i w[y_i]`` (plain mean without weights), so ``gamma=0``
     equals ``F.cross_entropy(logits, target, weight=class_weights)``; like it, a batch whose classes all have
@@ -98,10 +87,10 @@ class FocalLoss(nn.Module):
         # u == 0 only where log_pt == 0
         one_minus_pt = (-torch.expm1(log_pt)).clamp_min(torch.finfo(x.dtype).tiny)
         per_sample = -(one_minus_pt**self.gamma) * log_pt
-        weights = weights_for(self.class_weights, x, target)
+        weights = _weights_for(self.class_weights, x, target)
         if weights is not None:
             per_sample = weights * per_sample
-        return reduce_weighted(per_sample, weights, self.reduction)
+        return _reduce(per_sample, weights, self.reduction)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, reduction={self.reduction!r}"
