@@ -1,0 +1,55 @@
+"""One entry point for every OCT dataset format: :func:`load_oct_dataset` (and :func:`scan_oct_dataset`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Sequence
+
+from kdcore.errors import ConfigError, DataError
+
+from ._scan import Scan
+from .manifest import scan_manifest
+from .neh import scan_neh
+from .oct2017 import scan_oct2017
+from .records import OCTDataset
+
+__all__ = ["FORMATS", "load_oct_dataset", "scan_oct_dataset"]
+
+FORMATS = ("neh", "oct2017", "manifest")
+Format = Literal["neh", "oct2017", "manifest"]
+
+
+def scan_oct_dataset(root: str | Path, format: Format, subset: str | None = None,
+                     classes: Sequence[str] | None = None) -> Scan:
+    """Index a dataset and collect every problem without raising (what the audit builds on)."""
+    if format not in FORMATS:
+        raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    if format != "neh" and subset not in (None, "all"):
+        raise ConfigError(f"subset: {subset!r} applies to the NEH format only (use 'all' or leave it unset)")
+    if not Path(root).exists():
+        raise DataError(f"{root}: data root does not exist")
+    if format == "neh":
+        return scan_neh(root, subset or "worst_case", classes)
+    if format == "oct2017":
+        return scan_oct2017(root, classes)
+    return scan_manifest(root, classes)
+
+
+def load_oct_dataset(root: str | Path, format: Format, subset: str | None = None,
+                     classes: Sequence[str] | None = None) -> OCTDataset:
+    """Load an OCT dataset; raise :class:`~kdcore.errors.DataError` naming file:line for blocking problems.
+
+    Args:
+        root: the data root (NEH: folder with ``data_information.csv``; OCT2017: folder with ``train``/``test``
+            or class folders; manifest: the CSV or a folder with ``manifest.csv``).
+        format: ``"neh"``, ``"oct2017"`` or ``"manifest"``.
+        subset: NEH only: ``"worst_case"`` (default, KD-OCT's protocol) or ``"all"``.
+        classes: class names in index order; default per format (NEH: NORMAL, DRUSEN, CNV; otherwise the
+            sorted classes found). A label outside ``classes`` is an error.
+
+    Example:
+        >>> ds = load_oct_dataset("data/neh", "neh", subset="all")  # doctest: +SKIP
+        >>> ds.classes                                              # doctest: +SKIP
+        ['NORMAL', 'DRUSEN', 'CNV']
+    """
+    return scan_oct_dataset(root, format, subset, classes).to_dataset()
