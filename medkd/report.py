@@ -1,0 +1,306 @@
+"""The OCT classification report, rebuilt from a run folder's files only (``medkd report RUN``).
+
+For every model found under ``RUN/folds/fold_<k>/<model>/`` (teacher, student, baseline, or any other name):
+metrics per fold, mean ± std over folds, and the pooled out-of-fold estimate with a 95% percentile CI from a
+bootstrap over PATIENTS (all images of a resampled patient together). The student is compared with every other
+model by a paired patient bootstrap of the difference (the same resampled patients for both models) and a
+McNemar test on per-image correctness. Outputs: ``RUN/report.json``, ``RUN/report.html`` (one self-contained
+file) and ``RUN/report/`` (CSV tables and PNG plots). See :func:`build_report` for the JSON layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kdcore.errors import DataError
+from kdcore.report import (RunInputs, audit_summary, bootstrap_samples, difference_samples, json_safe,
+                           paired_bootstrap_samples, read_run, summarize_samples, write_report)
+from kdcore.stats import fold_summary, mcnemar
+
+from .metrics import (CLASS_METRICS, ECE_BINS, MACRO_METRICS, classification_metrics, flat_metrics, reliability_bins,
+                      roc_curves)
+from .report_html import render_report, safe_name
+
+__all__ = ["build_report", "REPORT_METRICS", "MODEL_ORDER"]
+
+MODEL_ORDER = ("teacher", "student", "baseline")
+REPORT_METRICS = MACRO_METRICS  # accuracy, sensitivity, specificity, precision, f1, auc, ece
+LEVEL = 0.95
+
+
+@dataclass
+class ModelPredictions:
+    """Pooled out-of-fold predictions of one model, sorted by image id."""
+
+    name: str
+    folds: list[int]
+    ids: np.ndarray
+    patients: np.ndarray
+    fold_of: np.ndarray
+    targets: np.ndarray
+    probs: np.ndarray
+
+    def subset(self, mask: np.ndarray) -> "ModelPredictions":
+        return ModelPredictions(self.name, sorted(set(self.fold_of[mask].tolist())), self.ids[mask],
+                                self.patients[mask], self.fold_of[mask], self.targets[mask], self.probs[mask])
+
+
+def _target_index(value: str, classes: list[str], where: str) -> int:
+    if value in classes:
+        return classes.index(value)
+    try:
+        index = int(value)
+    except ValueError:
+        raise DataError(f"{where}: target {value!r} is neither a class name {classes} nor an index") from None
+    if not 0 <= index < len(classes):
+        raise DataError(f"{where}: target index {index} outside 0..{len(classes) - 1}")
+    return index
+
+
+def load_model_predictions(run: RunInputs, name: str, classes: list[str]) -> ModelPredictions:
+    columns = ["id", "patient", "target"] + [f"prob_{c}" for c in classes]
+    ids, patients, folds, targets, probs = [], [], [], [], []
+    for fold in run.models[name]:
+        path = run.model_dir(name, fold) / "predictions.csv"
+        rows = run.predictions(name, fold, columns)
+        if not rows:
+            raise DataError(f"{path}: no predictions, although done.json marks the fold complete")
+        for line, row in enumerate(rows, start=2):
+            where = f"{path}:{line}"
+            ids.append(row["id"])
+            patients.append(row["patient"])
+            folds.append(fold)
+            targets.append(_target_index(row["target"], classes, where))
+            try:
+                probs.append([float(row[f"prob_{c}"]) for c in classes])
+            except ValueError:
+                raise DataError(f"{where}: a prob_ column is not a number") from None
+    ids_arr = np.asarray(ids, dtype=str)
+    unique, counts = np.unique(ids_arr, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{run.path}: model {name!r} predicts image {unique[counts > 1][0]!r} more than once "
+                        "(in two folds, or twice in one predictions.csv)")
+    order = np.argsort(ids_arr, kind="stable")
+    return ModelPredictions(name, list(run.models[name]), ids_arr[order], np.asarray(patients, dtype=str)[order],
+                            np.asarray(folds)[order], np.asarray(targets, dtype=np.int64)[order],
+                            np.asarray(probs, dtype=np.float64).reshape(len(ids), len(classes))[order])
+
+
+def _metric_fn(data: ModelPredictions, classes: list[str]):
+    def compute(indices: np.ndarray) -> dict[str, float | None]:
+        return flat_metrics(classification_metrics(data.targets[indices], data.probs[indices], classes))
+    return compute
+
+
+def _model_section(data: ModelPredictions, classes: list[str], missing: list[int], n_boot: int, seed: int
+                   ) -> tuple[dict, list[dict]]:
+    try:
+        pooled = classification_metrics(data.targets, data.probs, classes)
+    except ValueError as exc:
+        raise DataError(f"model {data.name!r}: {exc}") from None
+    keys = list(flat_metrics(pooled))
+    _, samples = bootstrap_samples(_metric_fn(data, classes), len(data.ids), data.patients, n_boot, seed)
+    intervals, undefined = summarize_samples(samples, keys, LEVEL)
+    folds = []
+    for fold in data.folds:
+        mask = data.fold_of == fold
+        m = classification_metrics(data.targets[mask], data.probs[mask], classes)
+        folds.append({"fold": fold, "n_images": int(mask.sum()), "n_patients": len(set(data.patients[mask])),
+                      **{k: m[k] for k in REPORT_METRICS}, "per_class": m["per_class"],
+                      "confusion_matrix": m["confusion_matrix"]})
+    summary = {}
+    for metric in REPORT_METRICS:
+        summary[metric] = {**fold_summary([f[metric] for f in folds]), "ci95": intervals[metric],
+                           "pooled": pooled[metric], "n_folds": len(folds)}
+    per_class = {}
+    for name in classes:
+        entry: dict[str, Any] = {"support": pooled["per_class"][name]["support"]}
+        for metric in CLASS_METRICS:
+            by_fold = [f["per_class"][name][metric] for f in folds]
+            entry[metric] = {"pooled": pooled["per_class"][name][metric], "ci95": intervals[f"{name}/{metric}"],
+                             **fold_summary(by_fold), "folds": by_fold}
+        per_class[name] = entry
+    section = {
+        "folds_done": list(data.folds), "folds_missing": missing,
+        "n_images": len(data.ids), "n_patients": len(set(data.patients.tolist())),
+        "folds": folds, "summary": summary, "per_class": per_class,
+        "confusion_matrix": pooled["confusion_matrix"],
+        "reliability": reliability_bins(data.targets, data.probs),
+        "bootstrap": {"n_boot": n_boot, "unit": "patient", "undefined_resamples": undefined},
+    }
+    return section, samples
+
+
+def _comparison(a: ModelPredictions, b: ModelPredictions, classes: list[str], samples: dict[str, list[dict]],
+                n_boot: int, seed: int) -> dict:
+    common = np.intersect1d(a.ids, b.ids)
+    if common.size == 0:
+        return {"a": a.name, "b": b.name, "available": False, "reason": "no image predicted by both models"}
+    sub_a, sub_b = a.subset(np.isin(a.ids, common)), b.subset(np.isin(b.ids, common))
+    if not np.array_equal(sub_a.patients, sub_b.patients) or not np.array_equal(sub_a.targets, sub_b.targets):
+        raise DataError(f"{a.name} and {b.name} disagree on the patient or target of some images")
+    estimate_a = flat_metrics(classification_metrics(sub_a.targets, sub_a.probs, classes))
+    estimate_b = flat_metrics(classification_metrics(sub_b.targets, sub_b.probs, classes))
+    if len(common) == len(a.ids) == len(b.ids):
+        # Same rows, same patients, same seed: the per-model resamples already pair up.
+        diffs = difference_samples(samples[a.name], samples[b.name])
+    else:
+        _, diffs = paired_bootstrap_samples(_metric_fn(sub_a, classes), _metric_fn(sub_b, classes), len(common),
+                                            sub_a.patients, n_boot, seed)
+    intervals, undefined = summarize_samples(diffs, list(REPORT_METRICS), LEVEL)
+    metrics = {}
+    for metric in REPORT_METRICS:
+        va, vb = estimate_a[metric], estimate_b[metric]
+        metrics[metric] = {"difference": None if va is None or vb is None else va - vb, "ci95": intervals[metric],
+                           a.name: va, b.name: vb}
+    correct_a = sub_a.probs.argmax(axis=1) == sub_a.targets
+    correct_b = sub_b.probs.argmax(axis=1) == sub_b.targets
+    return {"a": a.name, "b": b.name, "available": True, "folds": sorted(set(sub_a.fold_of.tolist())),
+            "n_images": int(common.size), "n_patients": len(set(sub_a.patients.tolist())),
+            "metrics": metrics, "mcnemar": mcnemar(correct_a, correct_b),
+            "bootstrap": {"n_boot": n_boot, "unit": "patient", "paired": True, "undefined_resamples": undefined}}
+
+
+def _classes(run: RunInputs) -> list[str]:
+    found: dict[str, list[str]] = {}
+    for name in run.models:
+        meta = run.model_json(name)
+        if not isinstance(meta.get("classes"), list) or not meta["classes"]:
+            raise DataError(f"{run.path}: model.json of {name!r} has no 'classes' list")
+        found[name] = [str(c) for c in meta["classes"]]
+    distinct = {tuple(v) for v in found.values()}
+    if len(distinct) > 1:
+        raise DataError(f"{run.path}: models disagree on the classes: {found}")
+    return list(next(iter(distinct)))
+
+
+def _protocol(run: RunInputs) -> dict:
+    manifest = run.manifest
+    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test),
+              "test_images": int(sum(f.class_counts.get("test", {}).values())) or None,
+              "class_counts": f.class_counts} for f in manifest.folds]
+    return {"n_folds": manifest.n_folds, "group_name": manifest.group_name, "patients": manifest.n_groups,
+            "images": manifest.n_items, "seed": manifest.seed, "val_fraction": manifest.val_fraction,
+            "manifest_sha": manifest.sha, "folds": folds, "audit": audit_summary(run.audit),
+            "incomplete": run.incomplete}
+
+
+def _n_boot(run: RunInputs, n_boot: int | None) -> int:
+    if n_boot is None:
+        n_boot = (run.config.get("report") or {}).get("bootstrap", 1000)
+    if not isinstance(n_boot, int) or n_boot < 0:
+        raise DataError(f"{run.path}: report.bootstrap must be a non-negative integer, got {n_boot!r}")
+    return n_boot
+
+
+def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: int = 0) -> dict:
+    """Compute the report of a run folder and write ``report.json``, ``report.html`` and ``report/``.
+
+    Args:
+        run_dir: the run folder.
+        n_boot: patient bootstrap resamples; None takes ``report.bootstrap`` of ``config.yaml`` (default 1000);
+            0 gives no intervals (``ci95`` null).
+        seed: bootstrap seed (the same for every model, so comparisons are paired resample by resample).
+
+    Returns:
+        The report dict (as written to ``report.json``)::
+
+            run        {recipe, folder}
+            settings   {n_boot, seed, level, unit: "patient", ece_bins, prediction}
+            classes    [names in index order]
+            protocol   {n_folds, group_name, patients, images, manifest_sha, seed, val_fraction,
+                        folds: [{fold, train, val, test, test_images, class_counts}], audit, incomplete}
+            models.<name>  {folds_done, folds_missing, n_images, n_patients,
+                            folds: [{fold, n_images, n_patients, <metric>..., per_class, confusion_matrix}],
+                            summary.<metric>: {mean, std, ci95: [lo, hi], pooled, n_folds},
+                            per_class.<CLASS>: {support, <metric>: {pooled, ci95, mean, std, folds: [...]}},
+                            confusion_matrix, reliability: [{lower, upper, count, confidence, accuracy}],
+                            bootstrap: {n_boot, unit, undefined_resamples}, profile}
+            comparisons.student_vs_<other>  {a, b, available, folds, n_images, n_patients,
+                            metrics.<metric>: {difference, ci95, <a>, <b>}, mcnemar, bootstrap}
+            notes      [strings]
+
+        ``<metric>`` is accuracy, sensitivity, specificity, precision, f1, auc, ece (macro over classes);
+        undefined values are null.
+    """
+    run = read_run(run_dir, MODEL_ORDER)
+    if not run.models:
+        raise DataError(f"{run.path}: no completed model (no folds/fold_<k>/<model>/done.json); nothing to report")
+    n_boot = _n_boot(run, n_boot)
+    classes = _classes(run)
+    data = {name: load_model_predictions(run, name, classes) for name in run.models}
+    report: dict[str, Any] = {
+        "run": {"recipe": run.config.get("name"), "folder": run.path.name},
+        "settings": {"n_boot": n_boot, "seed": seed, "level": LEVEL, "unit": "patient", "ece_bins": ECE_BINS,
+                     "prediction": "argmax of the class probabilities"},
+        "classes": classes, "protocol": _protocol(run), "models": {}, "comparisons": {}, "notes": [],
+    }
+    samples = {}
+    for name, predictions in data.items():
+        missing = run.missing_folds(name)
+        report["models"][name], samples[name] = _model_section(predictions, classes, missing, n_boot, seed)
+        report["models"][name]["profile"] = (run.profile or {}).get(name)
+        if missing:
+            report["notes"].append(f"{name}: fold(s) {missing} not completed; "
+                                   f"results cover fold(s) {predictions.folds}")
+    for expected in MODEL_ORDER:
+        if expected not in data:
+            report["notes"].append(f"{expected}: no completed fold in this run")
+    if "student" in data:
+        for other in [n for n in data if n != "student"]:
+            report["comparisons"][f"student_vs_{other}"] = _comparison(data["student"], data[other], classes, samples,
+                                                                      n_boot, seed)
+    for other in ("teacher", "baseline"):
+        key = f"student_vs_{other}"
+        report["comparisons"].setdefault(key, {"a": "student", "b": other, "available": False,
+                                               "reason": "a model of the pair has no completed fold"})
+    report = json_safe(report)
+    curves = {name: roc_curves(d.targets, d.probs, classes) for name, d in data.items()}
+    html, pngs = render_report(report, curves, run.log)
+    write_report(run.path, report, html, {**_csv_files(report), **pngs})
+    return report
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return buffer.getvalue()
+
+
+def _csv_files(report: dict) -> dict[str, str]:
+    files = {}
+    metrics = list(REPORT_METRICS)
+    summary_rows = []
+    for name, model in report["models"].items():
+        files[f"{safe_name(name)}_folds.csv"] = _csv(
+            ["fold", "n_images", "n_patients", *metrics],
+            [[f["fold"], f["n_images"], f["n_patients"], *[f[m] for m in metrics]] for f in model["folds"]])
+        class_rows = []
+        for cls, entry in model["per_class"].items():
+            row: list[Any] = [cls, entry["support"]]
+            for m in CLASS_METRICS:
+                ci = entry[m]["ci95"] or [None, None]
+                row += [entry[m]["pooled"], *ci]
+            class_rows.append(row)
+        files[f"{safe_name(name)}_per_class.csv"] = _csv(
+            ["class", "support", *[f"{m}{s}" for m in CLASS_METRICS for s in ("", "_ci_lo", "_ci_hi")]], class_rows)
+        for m in metrics:
+            s = model["summary"][m]
+            summary_rows.append([name, m, s["mean"], s["std"], s["pooled"], *(s["ci95"] or [None, None])])
+    files["summary.csv"] = _csv(["model", "metric", "fold_mean", "fold_std", "pooled", "ci_lo", "ci_hi"], summary_rows)
+    comparison_rows = []
+    for key, comp in report["comparisons"].items():
+        if not comp.get("available"):
+            continue
+        for m, v in comp["metrics"].items():
+            comparison_rows.append([key, m, v["difference"], *(v["ci95"] or [None, None])])
+    files["comparisons.csv"] = _csv(["comparison", "metric", "difference", "ci_lo", "ci_hi"], comparison_rows)
+    return files

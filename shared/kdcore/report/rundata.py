@@ -1,0 +1,255 @@
+"""Read what a run folder holds for a report, and write the report back atomically.
+
+A report is rebuilt from files only (see docs/run-directory.md): ``config.yaml``, ``folds.json``,
+``folds/fold_<k>/<model>/{predictions.csv, model.json, done.json}`` and the optional ``audit.json``,
+``model_profile.json``, ``log.jsonl``, ``dataset.json``. A model's fold counts once its ``done.json`` exists
+(the runner writes it last); folds without it are listed as missing, never half-read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..cv import FoldManifest, load_manifest
+from ..errors import DataError
+from ..predictions import read_predictions
+
+__all__ = ["RunInputs", "read_run", "read_json", "read_log_records", "audit_summary", "audit_lines", "profile_rows",
+           "PROFILE_HEADER", "json_safe", "write_report"]
+
+PROFILE_HEADER = ["model", "architecture", "parameters (M)", "GFLOPs", "latency median (ms, batch 1)", "input"]
+
+
+@dataclass
+class RunInputs:
+    """The parts of a run folder a report needs.
+
+    Attributes:
+        models: model name -> completed folds (``done.json`` present), in report order.
+        incomplete: model name -> folds with a model folder but no ``done.json`` (still training or killed).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    manifest: FoldManifest
+    models: dict[str, list[int]]
+    incomplete: dict[str, list[int]] = field(default_factory=dict)
+    audit: dict | None = None
+    profile: dict | None = None
+    log: list[dict] = field(default_factory=list)
+
+    def model_dir(self, model: str, fold: int) -> Path:
+        return self.path / "folds" / f"fold_{fold}" / model
+
+    def missing_folds(self, model: str) -> list[int]:
+        done = set(self.models.get(model, []))
+        return [f.fold for f in self.manifest.folds if f.fold not in done]
+
+    def model_json(self, model: str) -> dict:
+        """``model.json`` of the first completed fold of ``model``."""
+        for fold in self.models.get(model, []):
+            path = self.model_dir(model, fold) / "model.json"
+            if path.exists():
+                return read_json(path)
+        raise DataError(f"{self.path}: no model.json for model {model!r} in any completed fold")
+
+    def predictions(self, model: str, fold: int, required: Sequence[str] = ()) -> list[dict[str, str]]:
+        path = self.model_dir(model, fold) / "predictions.csv"
+        rows = read_predictions(path, required)
+        for line, row in enumerate(rows, start=2):
+            if "fold" in row and row["fold"] != "" and str(row["fold"]) != str(fold):
+                raise DataError(f"{path}:{line}: fold column says {row['fold']!r}, folder is fold_{fold}")
+        return rows
+
+
+def read_json(path: str | os.PathLike, required: bool = True) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if required:
+            raise DataError(f"{path}: not found") from None
+        return None
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_log_records(path: str | os.PathLike) -> list[dict]:
+    """Records of ``log.jsonl`` (NaN allowed, as the run logs it); a torn last line (killed run) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                continue
+            raise DataError(f"{path}:{number}: not a JSON record") from None
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _order(names: Sequence[str], preferred: Sequence[str]) -> list[str]:
+    known = [n for n in preferred if n in names]
+    return known + sorted(n for n in names if n not in preferred)
+
+
+def read_run(run_dir: str | os.PathLike, preferred_order: Sequence[str] = ()) -> RunInputs:
+    """Index a run folder: manifest, config, completed folds per model, optional files."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise DataError(f"{path}: run folder not found")
+    config_file = path / "config.yaml"
+    try:
+        config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"{config_file}: not valid YAML ({exc})") from None
+    manifest = load_manifest(path / "folds.json")
+    done: dict[str, list[int]] = {}
+    incomplete: dict[str, list[int]] = {}
+    for split in manifest.folds:
+        fold_dir = path / "folds" / f"fold_{split.fold}"
+        if not fold_dir.is_dir():
+            continue
+        for model_dir in sorted(p for p in fold_dir.iterdir() if p.is_dir()):
+            name = model_dir.name
+            if name.startswith(".") or name.endswith(".merging"):
+                continue
+            marker = model_dir / "done.json"
+            if not marker.exists():
+                incomplete.setdefault(name, []).append(split.fold)
+                continue
+            info = read_json(marker)
+            if info.get("manifest") not in (None, manifest.sha):
+                raise DataError(f"{marker}: trained on fold manifest {info.get('manifest')}, but folds.json is "
+                                f"{manifest.sha}; this folder mixes two runs")
+            done.setdefault(name, []).append(split.fold)
+    names = _order(sorted(set(done) | set(incomplete)), preferred_order)
+    models = {n: done[n] for n in names if n in done}
+    return RunInputs(path=path, config=config or {}, manifest=manifest, models=models,
+                     incomplete={n: incomplete[n] for n in names if n in incomplete},
+                     audit=read_json(path / "audit.json", required=False),
+                     profile=read_json(path / "model_profile.json", required=False),
+                     log=read_log_records(path / "log.jsonl"))
+
+
+def audit_summary(audit: dict | None, max_listed: int = 200) -> dict | None:
+    """The scalar facts of ``audit.json`` (counts, problem kinds, excluded ids), without the full problem list."""
+    if audit is None:
+        return None
+    summary: dict[str, Any] = {}
+    for key, value in audit.items():
+        if key == "problems":
+            continue
+        if _scalars_only(value):
+            summary[key] = value
+    excluded = audit.get("excluded")
+    if isinstance(excluded, list):
+        summary["n_excluded"] = len(excluded)
+        summary["excluded"] = excluded[:max_listed]
+    if isinstance(audit.get("problems"), list):
+        summary["n_problems"] = len(audit["problems"])
+    return summary
+
+
+def audit_lines(summary: dict, max_shown: int = 50) -> tuple[list[str], str | None]:
+    """Readable facts of an :func:`audit_summary` and a line naming the excluded items (None without any)."""
+    facts = []
+    for key, value in summary.items():
+        if key == "excluded":
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        facts.append(f"{key}: {value}")
+    excluded = summary.get("excluded") or []
+    if not excluded:
+        return facts, None
+    more = summary.get("n_excluded", len(excluded)) - min(len(excluded), max_shown)
+    line = "Excluded: " + ", ".join(map(str, excluded[:max_shown])) + (f" ... and {more} more" if more > 0 else "")
+    return facts, line
+
+
+def profile_rows(profiles: dict[str, dict | None]) -> list[list[Any]]:
+    """Table rows (see ``PROFILE_HEADER``) from ``model_profile.json`` entries
+    ``{params, flops, latency_ms: {median_ms, ...} | number, input_size, arch?}``; models without one are skipped."""
+    rows = []
+    for name, profile in profiles.items():
+        if not profile:
+            continue
+        latency = profile.get("latency_ms")
+        median = latency.get("median_ms") if isinstance(latency, dict) else latency
+        params, flops = profile.get("params"), profile.get("flops")
+        rows.append([name, profile.get("arch") or "", None if params is None else params / 1e6,
+                     None if flops is None else flops / 1e9, median, str(profile.get("input_size", ""))])
+    return rows
+
+
+def _scalars_only(value: Any, depth: int = 3) -> bool:
+    """Scalars, or dicts of them nested at most ``depth`` deep (counts, per-subset counts, kinds)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return True
+    return depth > 0 and isinstance(value, dict) and all(_scalars_only(v, depth - 1) for v in value.values())
+
+
+def json_safe(value: Any) -> Any:
+    """Strict-JSON version of ``value``: NaN/inf -> None, numpy scalars/arrays -> Python, tuples -> lists."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_report(run_dir: str | os.PathLike, report: dict, html: str, files: dict[str, bytes | str]) -> None:
+    """Write ``RUN/report/`` (``files``: name -> content), then ``report.html``, then ``report.json``.
+
+    The folder is built beside the old one and swapped in, so readers see the old or the new report
+    folder, never a mix; ``report.json`` is written last and marks a complete report.
+    """
+    run = Path(run_dir)
+    staging, backup, final = run / ".report.staging", run / ".report.old", run / "report"
+    bad = [name for name in files if Path(name).name != name or name in ("", ".", "..")]
+    if bad:
+        raise ValueError(f"report file names must be plain names, got {bad}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for name, content in sorted(files.items()):
+            if isinstance(content, bytes):
+                atomic_write_bytes(staging / name, content)
+            else:
+                atomic_write_text(staging / name, content)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+    if final.exists():
+        final.rename(backup)
+    staging.rename(final)
+    shutil.rmtree(backup, ignore_errors=True)
+    atomic_write_text(run / "report.html", html)
+    atomic_write_json(run / "report.json", json_safe(report))
