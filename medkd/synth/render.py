@@ -94,8 +94,11 @@ def _stack(y: np.ndarray, bounds: np.ndarray, layers: Layers) -> np.ndarray:
 def _patch(image: np.ndarray, cx: float, cy: float, rx: float, ry: float):
     """A writable view of ``image`` around ``(cx, cy)`` and its row/column coordinates."""
     h, w = image.shape
-    y0, y1 = max(int(cy - ry) - 1, 0), min(int(cy + ry) + 2, h)
-    x0, x1 = max(int(cx - rx) - 1, 0), min(int(cx + rx) + 2, w)
+    # Clamp both ends: a lesion pushed off the image by strong knobs must give an empty patch, not a
+    # negative end index that slices from the far side.
+    y0, y1 = min(max(int(cy - ry) - 1, 0), h), min(max(int(cy + ry) + 2, 0), h)
+    x0, x1 = min(max(int(cx - rx) - 1, 0), w), min(max(int(cx + rx) + 2, 0), w)
+    y1, x1 = max(y1, y0), max(x1, x0)
     py = np.arange(y0, y1, dtype=np.float32)[:, None]
     px = np.arange(x0, x1, dtype=np.float32)[None, :]
     return image[y0:y1, x0:x1], py, px

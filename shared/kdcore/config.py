@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
 __all__ = [
-    "Section", "Field", "model_validator", "load_recipe", "validate_recipe", "parse_overrides", "apply_overrides",
+    "Section", "Field", "field_validator", "model_validator", "load_recipe", "validate_recipe", "parse_overrides", "apply_overrides",
     "TrainConfig", "SWAConfig", "CVConfig", "RuntimeConfig", "ConfigError",
 ]
 
@@ -273,7 +273,8 @@ def _describe_error(schema: type[BaseModel], err: dict) -> str:
     if kind == "literal_error":
         return f"{_key_path(loc)}: must be one of {err['ctx']['expected']}, got {value!r}"
     if kind == "value_error":
-        return f"{_key_path(loc)}: {str(err['ctx']['error'])}"
+        reason = str(err["ctx"]["error"])
+        return f"{_key_path(loc)}: {reason}" if loc else reason
     if kind == "model_type" or kind == "dict_type":
         return f"{_key_path(loc)}: must be a section (mapping of keys), got {value!r}"
     return f"{_key_path(loc)}: {err['msg'][0].lower() + err['msg'][1:]}, got {value!r}"

@@ -11,7 +11,6 @@ import os
 import random
 
 import numpy as np
-import torch
 
 __all__ = ["seed_everything", "derive_seed", "seed_worker", "make_generator", "rng_state", "set_rng_state"]
 
@@ -29,6 +28,8 @@ def derive_seed(*parts: object) -> int:
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed python, numpy and torch (CPU and CUDA); optionally ask torch for deterministic kernels."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -40,12 +41,16 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn`` for DataLoader: seeds numpy and python from torch's per-worker seed."""
+    import torch
+
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
 
 
-def make_generator(seed: int) -> torch.Generator:
+def make_generator(seed: int):
+    import torch
+
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
@@ -53,6 +58,8 @@ def make_generator(seed: int) -> torch.Generator:
 
 def rng_state() -> dict:
     """RNG states as plain tensors and lists, loadable with ``torch.load(weights_only=True)``."""
+    import torch
+
     py_version, py_internal, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state = {
@@ -66,6 +73,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import torch
+
     py_version, py_internal, py_gauss = state["python"]
     random.setstate((py_version, tuple(py_internal), py_gauss))
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]

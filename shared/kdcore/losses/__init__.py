@@ -15,7 +15,7 @@ Example:
     torch.Size([])
 """
 
-from ._registry import build_loss, list_losses, register_loss
+from ._registry import build_loss, distillation_losses, list_losses, register_loss
 from .class_weights import balanced_class_weights
 from .divergence import BalancedDivergenceLoss, ReverseKLLoss, forward_kl, reverse_kl
 from .dkd import DKDLoss, dkd_terms
@@ -25,7 +25,7 @@ from .kd import KDLoss
 from .nkd import NKDLoss
 
 __all__ = [
-    "register_loss", "build_loss", "list_losses",
+    "register_loss", "build_loss", "list_losses", "distillation_losses",
     "KDLoss", "DKDLoss", "dkd_terms", "NKDLoss", "ReverseKLLoss", "BalancedDivergenceLoss", "forward_kl",
     "reverse_kl", "FocalLoss", "CrossEntropyLoss", "WithHardLabel", "balanced_class_weights",
 ]

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["register_loss", "build_loss", "list_losses"]
+__all__ = ["register_loss", "build_loss", "list_losses", "distillation_losses"]
 
 _LOSSES: dict[str, type[nn.Module]] = {}
 M = TypeVar("M", bound=type[nn.Module])
@@ -45,6 +45,11 @@ def register_loss(name: str) -> Callable[[M], M]:
 def list_losses() -> list[str]:
     """Sorted names accepted by :func:`build_loss`."""
     return sorted(_LOSSES)
+
+
+def distillation_losses() -> list[str]:
+    """Names of the losses called with teacher logits (``uses_teacher``), the ones a student can distil with."""
+    return sorted(name for name, cls in _LOSSES.items() if getattr(cls, "uses_teacher", False))
 
 
 def _suggest(word: str, choices: list[str]) -> str:

@@ -1,0 +1,113 @@
+"""The facekd recipe: typed sections with defaults; every key is checked (see kdcore.config)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from kdcore.config import CVConfig, Field, RuntimeConfig, Section, TrainConfig, model_validator
+
+__all__ = ["FaceRecipe", "FaceDataConfig", "FaceAugmentConfig", "ModelConfig", "StudentKDConfig", "ASMConfig"]
+
+
+class SyntheticFacesConfig(Section):
+    faces: int = Field(240, ge=4)
+    subjects: int | None = Field(None, ge=2, description="distinct identities; default faces // 4")
+    seed: int = 0
+    image_size: tuple[int, int] = (256, 256)
+
+
+class FaceDataConfig(Section):
+    format: Literal["300w", "wflw", "cofw", "folder", "synthetic"] = "synthetic"
+    root: str | None = Field(None, description="data root; --data-root sets it")
+    evaluation: Literal["cv", "official"] = Field(
+        "cv", description="cv: k-fold grouped by subject; official: the dataset's train split vs its test splits")
+    train_split: str | None = Field(None, description="official: training split (default per format)")
+    test_splits: list[str] | None = Field(None, description="official: test splits reported separately")
+    image_size: int = Field(224, ge=32, description="square crop fed to the models")
+    crop_margin: float = Field(0.25, ge=0, le=1, description="margin around the landmark box, per side")
+    on_bad_image: Literal["stop", "exclude"] = "stop"
+    synthetic: SyntheticFacesConfig = SyntheticFacesConfig()
+
+
+class FaceAugmentConfig(Section):
+    flip: float = Field(0.5, ge=0, le=1, description="horizontal flip with the left/right landmark permutation")
+    rotate: float = Field(30.0, ge=0, le=180)
+    scale: tuple[float, float] = (0.9, 1.1)
+    translate: float = Field(0.05, ge=0, le=0.5)
+    colour: float = Field(0.8, ge=0, le=1, description="probability of a colour jitter")
+    blur: float = Field(0.2, ge=0, le=1)
+    occlusion: float = Field(0.3, ge=0, le=1, description="probability of occluding patches")
+
+
+class FaceTrainConfig(TrainConfig):
+    """Fard & Mahoor's training: Adam at 1e-3, batch 70, 150 epochs (the engine's fields, other defaults)."""
+
+    optimizer: Literal["adamw", "adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(70, ge=1)
+    epochs: int = Field(150, ge=1)
+
+
+class ModelConfig(Section):
+    model: str
+    pretrained: bool = True
+    weights: str | None = None
+    drop_path: float | None = Field(None, ge=0, lt=1)
+    train: FaceTrainConfig = FaceTrainConfig()
+    augment: FaceAugmentConfig = FaceAugmentConfig()
+
+
+class StudentKDConfig(Section):
+    """Constants of the KD-Loss (facekd.kd_loss.LandmarkKDLoss); defaults are the published code's."""
+
+    main_slope: float = Field(3.0, gt=0)
+    boundary_fraction: float = Field(0.15, gt=0, le=1)
+    tough_pos_weight: float = 1.9
+    tough_neg_weight: float = -0.45
+    tol_pos_weight: float = 1.8
+    tol_neg_weight: float = -0.4
+    ramp: bool = False
+    main_weight: float = Field(2.0, ge=0)
+    tough_weight: float = Field(1.0, ge=0)
+    tol_weight: float = Field(1.0, ge=0)
+
+
+class StudentConfig(ModelConfig):
+    model: str = "mobilenetv2_100"
+    kd: StudentKDConfig = StudentKDConfig()
+
+
+class ASMConfig(Section):
+    variance: float = Field(0.95, gt=0, le=1)
+    clip: float | None = Field(3.0, gt=0)
+    align: bool = False
+
+
+class BaselineConfig(Section):
+    enabled: bool = True
+
+
+class FaceReportConfig(Section):
+    bootstrap: int = Field(1000, ge=0)
+    latency_runs: int = Field(10, ge=1)
+
+
+class FaceRecipe(Section):
+    name: str = "face_kd"
+    seed: int = 0
+    data: FaceDataConfig = FaceDataConfig()
+    cv: CVConfig = CVConfig(folds=5, val_fraction=0.1)
+    asm: ASMConfig = ASMConfig()
+    tough: ModelConfig = ModelConfig(model="efficientnet_b3")
+    tolerant: ModelConfig = ModelConfig(model="efficientnet_b3")
+    student: StudentConfig = StudentConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    report: FaceReportConfig = FaceReportConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "FaceRecipe":
+        if self.data.evaluation == "official" and self.data.format in ("folder", "synthetic"):
+            raise ValueError("data.evaluation: 'official' needs a dataset with official splits (300w, wflw, cofw)")
+        return self

@@ -1,0 +1,105 @@
+"""From a recipe to the checked faces a run trains on: synthetic generation, integrity gate, splits."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from kdcore.cv import FoldManifest, FoldSplit, make_fold_manifest
+from kdcore.errors import ConfigError, DataError
+from kdcore.logs import get_logger
+from kdcore.rundir import RunDir
+
+from .config import FaceRecipe
+from .formats import FaceRecord
+
+__all__ = ["resolve_data", "prepare_faces", "build_manifest", "write_dataset_index", "DEFAULT_OFFICIAL"]
+log = get_logger(__name__)
+
+# Official protocols: the training split, and the test splits reported (each becomes a report subset).
+DEFAULT_OFFICIAL = {"300w": ("train", ["common", "challenging"]), "wflw": ("train", ["test"]),
+                    "cofw": ("train", ["test"])}
+
+
+def resolve_data(recipe: FaceRecipe, run_path: Path | None) -> tuple[Path, str]:
+    data = recipe.data
+    if data.format == "synthetic":
+        root = Path(data.root) if data.root else (run_path / "data" if run_path else None)
+        if root is None:
+            raise ConfigError("data.root: a synthetic dataset needs a folder (--data-root DIR)")
+        from .synth import is_synthetic_output, write_synthetic_faces
+
+        if not is_synthetic_output(root) or not (root / "subjects.csv").exists():
+            synth = data.synthetic
+            log.info("writing %d synthetic faces to %s", synth.faces, root)
+            write_synthetic_faces(root, synth.faces, seed=synth.seed, image_size=tuple(synth.image_size),
+                                  subjects=synth.subjects)
+        return root, "folder"
+    if not data.root:
+        raise ConfigError(f"data.root: required for data.format {data.format!r} (pass --data-root DIR)")
+    return Path(data.root), data.format
+
+
+def prepare_faces(recipe: FaceRecipe, run: RunDir) -> list[FaceRecord]:
+    """Audit the faces (integrity gate), write ``audit.json``, return the faces the run may use."""
+    from .audit import audit_faces, integrity_gate
+
+    root, fmt = resolve_data(recipe, run.path)
+    report = audit_faces(root, fmt)
+    excluded = set(integrity_gate(report, exclude=recipe.data.on_bad_image == "exclude"))
+    run.write_json("audit.json", {**report.to_dict(), "excluded": sorted(excluded),
+                                  "on_bad_image": recipe.data.on_bad_image})
+    records = [r for r in report.records if r.record_id not in excluded]
+    if excluded:
+        log.warning("leaving out %d face(s) as the recipe allows (listed in audit.json)", len(excluded))
+    counts = Counter(r.n_points for r in records)
+    if len(counts) != 1:
+        raise DataError(f"{root}: faces with different point counts {dict(counts)}; one scheme per run")
+    log.info("data: %d faces, %d subjects, %d points", len(records), len({r.subject for r in records}),
+             next(iter(counts)))
+    return records
+
+
+def _subset_tag(record: FaceRecord) -> str:
+    """The report subsets a face belongs to: its split plus WFLW's attribute subsets, ';'-separated."""
+    tags = [record.subset] if record.subset else []
+    tags += sorted(name for name, flag in record.attributes.items() if flag)
+    return ";".join(tags)
+
+
+def build_manifest(recipe: FaceRecipe, records: list[FaceRecord]) -> FoldManifest:
+    seed = recipe.cv.seed if recipe.cv.seed is not None else recipe.seed
+    subjects = [r.subject for r in records]
+    if recipe.data.evaluation == "cv":
+        return make_fold_manifest(subjects, None, recipe.cv.folds, recipe.cv.val_fraction, seed, group_name="subject")
+    default_train, default_tests = DEFAULT_OFFICIAL[recipe.data.format]
+    train_split = recipe.data.train_split or default_train
+    train = [r for r in records if r.subset == train_split]
+    test = [r for r in records if r.subset != train_split]
+    if not train or not test:
+        raise DataError(f"{recipe.data.root}: official protocol needs faces in split {train_split!r} and in the "
+                        f"test splits (found {len(train)} and {len(test)})")
+    inner = make_fold_manifest([r.subject for r in train], None, max(2, round(1 / recipe.cv.val_fraction)),
+                               0.5, seed, group_name="subject")
+    val = set(inner.folds[0].test)
+    train_subjects = sorted({r.subject for r in train} - val)
+    test_subjects = sorted({r.subject for r in test})
+    split = FoldSplit(0, train_subjects, sorted(val), test_subjects,
+                      {"train": {"all": sum(r.subject in set(train_subjects) for r in train)},
+                       "val": {"all": sum(r.subject in val for r in train)}, "test": {"all": len(test)}})
+    manifest = FoldManifest([split], seed, 1, recipe.cv.val_fraction, "subject", len(records),
+                            len(set(subjects)), [])
+    manifest.validate()
+    return manifest
+
+
+def write_dataset_index(run: RunDir, records: list[FaceRecord], root: Path) -> None:
+    items = []
+    for r in records:
+        try:
+            relative = str(Path(r.image_path).resolve().relative_to(root.resolve()))
+        except ValueError:
+            relative = Path(r.image_path).name
+        items.append({"id": r.record_id, "path": relative, "subject": r.subject, "subset": _subset_tag(r),
+                      "image_index": r.image_index})
+    run.write_json("dataset.json", {"n_points": records[0].n_points, "items": items})

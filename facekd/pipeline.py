@@ -1,0 +1,62 @@
+"""Fard & Mahoor's pipeline: Tough and Tolerant teachers, a KD-Loss student and an L2 baseline per fold."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from kdcore.device import resolve_device
+from kdcore.engine import init_from_env, is_main_process
+from kdcore.experiment import manifest_for_run, open_run, profile_models
+from kdcore.logs import get_logger
+from kdcore.rundir import RunDir
+from kdcore.runner import FoldRunner, ModelSpec
+from kdcore.seeding import seed_everything
+
+from .config import FaceRecipe
+from .data_prep import build_manifest, prepare_faces, resolve_data, write_dataset_index
+from .fold_training import build_regressor, model_meta, train_role
+
+__all__ = ["run_pipeline"]
+log = get_logger(__name__)
+
+
+def run_pipeline(recipe: FaceRecipe, out: str | Path, folds: Sequence[int] | None = None,
+                 resume: bool = True, build_report: bool = True) -> RunDir:
+    started = time.perf_counter()
+    seed_everything(recipe.seed, deterministic=recipe.runtime.deterministic)
+    run = open_run(recipe, out)
+    init_from_env(resolve_device(recipe.runtime.device))
+    records = prepare_faces(recipe, run)
+    manifest = manifest_for_run(run, build_manifest(recipe, records))
+    if is_main_process():
+        write_dataset_index(run, records, resolve_data(recipe, run.path)[0])
+
+    def spec(role: str, requires: tuple[str, ...] = ()) -> ModelSpec:
+        return ModelSpec(role, lambda ctx: train_role(role, recipe, records, ctx), requires)
+
+    specs = [spec("tough"), spec("tolerant"), spec("student", ("tough", "tolerant"))]
+    if recipe.baseline.enabled:
+        specs.append(spec("baseline"))
+    runner = FoldRunner(run, manifest, specs)
+    runner.run_folds(folds, resume=resume)
+    if not is_main_process():
+        return run
+
+    n_points = records[0].n_points
+    builders = {s.name: (lambda role=s.name: build_regressor(model_meta(recipe, role, n_points, -1, "")))
+                for s in specs}
+    size = recipe.data.image_size
+    profile_models(run, builders, (3, size, size), recipe.report.latency_runs)
+    missing = {s.name: sorted(set(range(manifest.n_folds)) - set(runner.completed_folds(s.name))) for s in specs}
+    missing = {k: v for k, v in missing.items() if v}
+    if missing:
+        log.info("folds still to run: %s; run them (same recipe and --out), then `facekd report %s`", missing, run.path)
+    elif build_report:
+        from .report import build_report as write_report
+
+        write_report(run.path, n_boot=recipe.report.bootstrap, seed=recipe.seed)
+        log.info("report: %s", run.path / "report.html")
+    log.info("run finished in %.1f s: %s", time.perf_counter() - started, run.path)
+    return run

@@ -1,0 +1,172 @@
+"""Facial landmarks with an exported student: numpy, OpenCV and ONNX Runtime (PyTorch optional).
+
+The model sees a square crop around the face's landmark bounding box (plus the recipe's margin) and
+returns the K points in crop coordinates divided by the crop size; :class:`LandmarkDetector` maps them
+back to the original image's pixels. Without a box, the largest face found by OpenCV's Haar cascade is
+used, mapped onto a landmark box (:func:`facekd.detect.landmark_box_from_detection`).
+
+Example:
+    >>> detector = LandmarkDetector.load("exports/face-student")  # doctest: +SKIP
+    >>> points = detector.predict("einstein.jpg")                 # doctest: +SKIP
+    >>> points.shape                                              # doctest: +SKIP
+    (68, 2)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from facekd.detect import largest_face, landmark_box_from_detection
+from facekd.geometry import apply_affine, box_from_landmarks, crop_face, invert_affine
+from facekd.io import write_pts
+from kdcore.errors import DataError, KDError
+from kdcore.export import load_runner
+from kdcore.images import read_image
+
+__all__ = ["LandmarkDetector", "predict_files", "load_rgb", "face_input", "draw_landmarks"]
+
+Backend = Literal["onnx", "torchscript", "torch"]
+ImageLike = str | os.PathLike | np.ndarray
+Box = tuple[float, float, float, float]
+
+
+def load_rgb(image: ImageLike) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) image from a path (an alpha channel is dropped) or an (H, W[, 3]) array."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image, "rgb", allow_alpha=True)
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise DataError(f"image array has dtype {array.dtype}; expected uint8 (0-255)")
+    if array.ndim == 2:
+        array = cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
+    if array.ndim != 3 or array.shape[2] != 3 or min(array.shape[:2]) < 8:
+        raise DataError(f"image array has shape {array.shape}; expected RGB (H, W, 3) or greyscale (H, W), "
+                        "at least 8x8 pixels")
+    return array
+
+
+def face_input(crop: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """RGB uint8 crop (S, S, 3) -> the (3, S, S) float32 model input: ``(x / 255 - mean) / std``."""
+    array = crop.astype(np.float32) * (1.0 / 255.0)
+    array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+class LandmarkDetector:
+    """An exported landmark model: crop contract + model, on ONNX Runtime by default.
+
+    Attributes:
+        n_points: K landmarks per face; ``scheme`` names their layout (``ibug68``, ``wflw98``, ``cofw29``).
+        input_size: side of the square crop; ``margin``: context around the landmark box.
+        contract: the export's ``model.json``.
+    """
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], contract: Mapping[str, Any], backend: str = "onnx"):
+        if contract.get("task") != "landmarks" or not contract.get("n_points"):
+            raise KDError(f"not a landmark export (task {contract.get('task')!r}, no n_points)")
+        spec = contract["input"]
+        self._run = run
+        self.contract = dict(contract)
+        self.backend = backend
+        self.n_points = int(contract["n_points"])
+        self.scheme = contract.get("scheme")
+        self.input_size = int(spec["size"])
+        self.margin = float(spec["crop_margin"])
+        self._mean, self._std = tuple(spec["mean"]), tuple(spec["std"])
+        decode = contract.get("output", {}).get("to_crop_pixels", {"scale": self.input_size, "offset": 0.0})
+        self._scale, self._offset = float(decode["scale"]), float(decode["offset"])
+        self._flip = contract.get("flip_permutation")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, backend: Backend | None = None, threads: int | None = None) -> "LandmarkDetector":
+        """Load an export folder (``backend`` picks the file, default ONNX) or a model file with its sidecar."""
+        run, contract, backend, _ = load_runner(path, backend, threads)
+        return cls(run, contract, backend)
+
+    def face_box(self, image: ImageLike, source: str | os.PathLike | None = None) -> Box:
+        """The landmark box of the largest detected face; :class:`KDError` ``no face found in ...`` if none."""
+        where = source or (image if isinstance(image, (str, os.PathLike)) else "the image")
+        return landmark_box_from_detection(largest_face(load_rgb(image), where))
+
+    def crop(self, image: ImageLike, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """``(model input (3, S, S), 2x3 original -> crop matrix)`` for the face in ``box``."""
+        crop, matrix = crop_face(load_rgb(image), box, self.input_size, self.margin)
+        return face_input(crop, self._mean, self._std), matrix
+
+    def _decode(self, outputs: np.ndarray) -> np.ndarray:
+        if outputs.shape[-1] != 2 * self.n_points:
+            raise KDError(f"model output has {outputs.shape[-1]} values, the contract says {2 * self.n_points}")
+        return outputs.reshape(len(outputs), self.n_points, 2).astype(np.float64) * self._scale + self._offset
+
+    def predict(self, image: ImageLike, box: Sequence[float] | None = None, tta: bool = False) -> np.ndarray:
+        """(K, 2) float64 landmarks in the original image's 0-based pixels.
+
+        Args:
+            image: a path or an RGB/greyscale uint8 array.
+            box: the face's landmark bounding box ``(x0, y0, x1, y1)`` (e.g. from previous points); a face
+                detector's box must first go through :func:`facekd.detect.landmark_box_from_detection`.
+                None: the largest face of the Haar cascade.
+            tta: average with the prediction on the mirrored crop (left/right points swapped back).
+        """
+        rgb = load_rgb(image)
+        if box is None:
+            box = self.face_box(rgb, image if isinstance(image, (str, os.PathLike)) else None)
+        batch, matrix = self.crop(rgb, box)
+        points = self._decode(self._run(batch[None]))[0]
+        if tta:
+            from facekd.augment import hflip_landmarks  # albumentations: imported only when asked for
+
+            if self._flip is None:
+                raise KDError("this export has no flip_permutation: flip test-time augmentation is unavailable")
+            mirrored = self._decode(self._run(np.ascontiguousarray(batch[None, :, :, ::-1])))[0]
+            points = (points + hflip_landmarks(mirrored, self.input_size, self._flip)) / 2.0
+        return apply_affine(points, invert_affine(matrix))
+
+
+def draw_landmarks(image: np.ndarray, points: np.ndarray, box: Sequence[float] | None = None) -> np.ndarray:
+    """A BGR copy of an RGB image with the points (and the box) drawn, for overlay files."""
+    canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    radius = max(1, round(max(image.shape[:2]) / 300))
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 160, 0), max(1, radius // 2))
+    for x, y in np.asarray(points):
+        cv2.circle(canvas, (int(round(x)), int(round(y))), radius, (0, 255, 0), -1, lineType=cv2.LINE_AA)
+    return canvas
+
+
+def predict_files(model: LandmarkDetector | str | os.PathLike, images: Iterable[str | os.PathLike],
+                  out_dir: str | os.PathLike, overlay: bool = False, tta: bool = False) -> list[dict[str, Any]]:
+    """Landmarks of the largest face of each image: ``out_dir/<stem>.pts`` (1-based, iBUG format) and, with
+    ``overlay``, ``out_dir/<stem>_landmarks.png``. An image without a face or unreadable stops with an error
+    naming it; files already written for earlier images stay."""
+    detector = model if isinstance(model, LandmarkDetector) else LandmarkDetector.load(model)
+    paths = [Path(p) for p in images]
+    if not paths:
+        raise KDError("no images to process")
+    stems: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in stems:
+            raise KDError(f"{path} and {stems[path.stem]} would both write {path.stem}.pts; rename one or run them separately")
+        stems[path.stem] = path
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in paths:
+        rgb = load_rgb(path)
+        box = detector.face_box(rgb, path)
+        points = detector.predict(rgb, box=box, tta=tta)
+        write_pts(out / f"{path.stem}.pts", points)
+        record: dict[str, Any] = {"path": str(path), "pts": str(out / f"{path.stem}.pts"), "box": box}
+        if overlay:
+            target = out / f"{path.stem}_landmarks.png"
+            if not cv2.imwrite(str(target), draw_landmarks(rgb, points, box)):
+                raise KDError(f"{target}: cannot write the overlay image")
+            record["overlay"] = str(target)
+        results.append(record)
+    return results

@@ -1,0 +1,72 @@
+"""From a recipe to the checked dataset a run trains on: synthetic generation, loading, integrity gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdcore.errors import ConfigError
+from kdcore.logs import get_logger
+from kdcore.rundir import RunDir
+
+from .config import OCTRecipe
+from .data import OCTDataset, load_oct_dataset
+from .privacy import pseudonymise
+
+__all__ = ["resolve_data", "prepare_dataset", "write_dataset_index"]
+log = get_logger(__name__)
+
+
+def resolve_data(recipe: OCTRecipe, run_path: Path | None) -> tuple[Path, str]:
+    """Data root and on-disk format; a synthetic dataset is generated first when it does not exist yet."""
+    data = recipe.data
+    if data.format == "synthetic":
+        root = Path(data.root) if data.root else (run_path / "data" if run_path else None)
+        if root is None:
+            raise ConfigError("data.root: a synthetic dataset needs a folder (--data-root DIR)")
+        if not (root / "data_information.csv").exists():
+            from .synth import write_synthetic_oct
+
+            synth = data.synthetic
+            log.info("writing a synthetic NEH-layout dataset (%d patients) to %s", synth.patients, root)
+            write_synthetic_oct(root, n_patients=synth.patients, seed=synth.seed, image_size=tuple(synth.image_size),
+                                scans_per_eye=tuple(synth.scans_per_eye), lesion_strength=synth.lesion_strength,
+                                noise=synth.noise)
+        return root, "neh"
+    if not data.root:
+        raise ConfigError(f"data.root: required for data.format {data.format!r} (pass --data-root DIR)")
+    return Path(data.root), data.format
+
+
+def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:
+    """Audit the data (the integrity gate), write ``audit.json``, and load what the run may use."""
+    from .audit import audit_oct, integrity_gate
+
+    root, fmt = resolve_data(recipe, run.path)
+    subset = recipe.data.subset if fmt == "neh" else None
+    mode = "official" if recipe.data.evaluation == "official_test" else "cv"
+    report = audit_oct(root, fmt, subset=subset or "all", near_duplicates=recipe.data.near_duplicates, mode=mode,
+                       n_folds=recipe.cv.folds if mode == "cv" else None)
+    excluded = integrity_gate(report, exclude=recipe.data.on_bad_image == "exclude")
+    run.write_json("audit.json", {**report.to_dict(), "excluded": sorted(excluded),
+                                  "on_bad_image": recipe.data.on_bad_image})
+    dataset = load_oct_dataset(root, fmt, subset=subset, classes=recipe.data.classes)
+    if excluded:
+        log.warning("leaving out %d unreadable image(s) as the recipe allows (listed in audit.json)", len(excluded))
+        dataset = dataset.without(excluded, reason="excluded by the integrity gate")
+    for note in dataset.notes:
+        log.info("data: %s", note)
+    hash_ids = recipe.privacy.hash_patient_ids
+    if hash_ids is None:
+        hash_ids = fmt == "neh" and recipe.data.format != "synthetic"
+    if hash_ids:
+        dataset = pseudonymise(dataset, run.path, recipe.privacy.salt)
+    log.info("data: %d images, %d patients, classes %s", len(dataset), len(set(dataset.patients)),
+             dataset.class_counts())
+    return dataset
+
+
+def write_dataset_index(run: RunDir, dataset: OCTDataset) -> None:
+    """``dataset.json``: every item of the run (relative paths only), for reports and export parity checks."""
+    items = [{"id": r.image_id, "path": r.image_id, "label": r.label, "patient": r.patient, "eye": r.eye,
+              "official_split": r.official_split} for r in dataset.records]
+    run.write_json("dataset.json", {"format": dataset.format, "classes": dataset.classes, "items": items})

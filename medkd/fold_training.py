@@ -1,0 +1,119 @@
+"""Training one model of one fold: teacher (focal loss), student (online KD from that fold's teacher), baseline."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from kdcore.device import autocast_dtype, resolve_device
+from kdcore.engine import Trainer
+from kdcore.experiment import eval_loader, sampler_seed, train_loader
+from kdcore.losses import CrossEntropyLoss, FocalLoss, WithHardLabel, balanced_class_weights, build_loss
+from kdcore.logs import TensorBoardLogger
+from kdcore.models import create_model
+from kdcore.runner import FoldContext, FoldOutput
+from kdcore.seeding import derive_seed
+from kdcore.teacher import FrozenTeacher
+
+from .config import OCTRecipe, StudentConfig, TeacherConfig
+from .data import OCTDataset
+from .dataset import BScanDataset
+from .official import select_records
+from .preprocess import OCT_MEAN, OCT_STD
+from .tasks import ClassificationTask, predict_probabilities
+from .transforms import build_augment
+
+__all__ = ["train_role", "model_meta", "build_classifier"]
+Role = Literal["teacher", "student", "baseline"]
+MONITOR_MODE = {"loss": "min", "auc": "max", "balanced_accuracy": "max"}
+
+
+def role_config(recipe: OCTRecipe, role: Role) -> TeacherConfig | StudentConfig:
+    return recipe.teacher if role == "teacher" else recipe.student
+
+
+def model_meta(recipe: OCTRecipe, role: Role, classes: list[str], fold: int, manifest_sha: str) -> dict:
+    cfg = role_config(recipe, role)
+    return {"arch": cfg.model, "role": role, "fold": fold, "manifest": manifest_sha, "task": "classification",
+            "num_outputs": len(classes), "in_chans": 1, "classes": list(classes), "recipe": recipe.name,
+            "input": {"size": recipe.data.image_size, "channels": 1, "mean": list(OCT_MEAN), "std": list(OCT_STD),
+                      "resize": "letterbox", "pad_value": 0, "colour": "gray"}}
+
+
+def build_classifier(meta: dict, pretrained: bool = False, weights: str | None = None,
+                     drop_path: float | None = None) -> torch.nn.Module:
+    return create_model(meta["arch"], num_outputs=meta["num_outputs"], pretrained=pretrained, weights=weights,
+                        drop_path_rate=drop_path, in_chans=meta["in_chans"])
+
+
+def _loss(recipe: OCTRecipe, role: Role, train_targets: list[int], n_classes: int) -> torch.nn.Module:
+    if role == "teacher":
+        cfg = recipe.teacher
+        weights = balanced_class_weights(train_targets, n_classes).tolist() if cfg.class_weights == "balanced" else None
+        if cfg.loss == "focal":
+            return FocalLoss(gamma=cfg.focal_gamma, class_weights=weights)
+        return CrossEntropyLoss(class_weights=weights)
+    if role == "baseline":
+        return CrossEntropyLoss()
+    student = recipe.student
+    if student.kd_loss == "kd":
+        return build_loss("kd", temperature=student.temperature, alpha=student.alpha, **student.kd_loss_params)
+    distill = build_loss(student.kd_loss, temperature=student.temperature, **student.kd_loss_params)
+    return WithHardLabel(distill, alpha=student.alpha)
+
+
+def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldContext) -> FoldOutput:
+    cfg = role_config(recipe, role)
+    runtime = recipe.runtime
+    device = resolve_device(runtime.device)
+    amp_dtype = autocast_dtype(device, cfg.train.amp, runtime.amp_dtype)
+    classes = dataset.classes
+    official = recipe.data.evaluation == "official_test"
+    parts = {part: select_records(dataset, set(getattr(ctx.split, part)), part, official)
+             for part in ("train", "val", "test")}
+    size = recipe.data.image_size
+    train_set = BScanDataset(parts["train"], classes, size, build_augment(cfg.augment))
+    val_set = BScanDataset(parts["val"], classes, size)
+    test_set = BScanDataset(parts["test"], classes, size)
+
+    loader = train_loader(train_set, cfg.train.batch_size, device, runtime.workers,
+                          seed=sampler_seed(recipe.seed, role, ctx.fold))
+    val_loader = eval_loader(val_set, cfg.train.batch_size * 2, device, runtime.workers)
+    test_loader = eval_loader(test_set, cfg.train.batch_size * 2, device, runtime.workers)
+
+    meta = model_meta(recipe, role, classes, ctx.fold, ctx.manifest.sha)
+    torch.manual_seed(derive_seed(recipe.seed, role, ctx.fold, "init"))
+    model = build_classifier(meta, cfg.pretrained, cfg.weights, cfg.drop_path)
+    teacher = None
+    if role == "student":
+        teacher_meta = model_meta(recipe, "teacher", classes, ctx.fold, ctx.manifest.sha)
+        teacher = FrozenTeacher.from_weights(
+            ctx.dependencies["teacher"] / "model.safetensors", build_classifier,
+            expected={k: teacher_meta[k] for k in ("arch", "role", "fold", "manifest", "num_outputs", "in_chans")},
+            amp_dtype=amp_dtype, device=device)
+    task = ClassificationTask(_loss(recipe, role, train_set.targets, len(classes)).to(device), val_loader,
+                              classes, device, teacher)
+    tensorboard = TensorBoardLogger(ctx.run.path / "tensorboard") if runtime.tensorboard else None
+    trainer = Trainer(model, cfg.train, task, monitor=cfg.monitor, mode=MONITOR_MODE[cfg.monitor], device=device,
+                      amp_dtype=amp_dtype, seed=recipe.seed, name=role, fold=ctx.fold, output_dir=ctx.model_dir,
+                      meta=meta, run=ctx.run, tensorboard=tensorboard, channels_last=runtime.channels_last)
+    result = trainer.fit(loader, resume=ctx.resume)
+    if tensorboard is not None:
+        tensorboard.close()
+
+    probs, indices = predict_probabilities(result.model, test_loader, device, tta=cfg.tta, amp_dtype=amp_dtype)
+    rows = []
+    for position, p in zip(indices, probs):
+        record = test_set.records[position]
+        row = {"id": record.image_id, "patient": record.patient, "eye": record.eye or "", "fold": ctx.fold,
+               "target": record.label, "pred": classes[int(p.argmax())]}
+        row.update({f"prob_{name}": float(value) for name, value in zip(classes, p)})
+        rows.append(row)
+    columns = ["id", "patient", "eye", "fold", "target", "pred"] + [f"prob_{c}" for c in classes]
+    if trainer.checkpoint_path is not None and trainer.checkpoint_path.exists():
+        trainer.checkpoint_path.unlink()  # the final weights are written; the resumable state is no longer needed
+    info = {"kept": result.kept, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
+            "images": {part: len(records) for part, records in parts.items()}}
+    return FoldOutput(rows, columns, info)

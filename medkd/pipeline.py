@@ -1,0 +1,78 @@
+"""The KD-OCT pipeline: data and integrity gate, one fold manifest, teacher -> student and baseline per fold.
+
+Example:
+    >>> from kdcore.config import load_recipe                       # doctest: +SKIP
+    >>> recipe = load_recipe(OCTRecipe, "pipelines/kd_oct_demo.yaml")  # doctest: +SKIP
+    >>> run_pipeline(recipe, "runs/demo")                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from kdcore.cv import FoldManifest, make_fold_manifest
+from kdcore.device import resolve_device
+from kdcore.engine import init_from_env, is_main_process
+from kdcore.experiment import manifest_for_run, open_run
+from kdcore.logs import get_logger
+from kdcore.rundir import RunDir
+from kdcore.runner import FoldRunner, ModelSpec
+from kdcore.seeding import seed_everything
+
+from .config import OCTRecipe
+from .data import OCTDataset
+from .data_prep import prepare_dataset, write_dataset_index
+from .fold_training import train_role
+from .profile import profile_models
+
+__all__ = ["run_pipeline", "build_manifest"]
+log = get_logger(__name__)
+
+
+def build_manifest(recipe: OCTRecipe, dataset: OCTDataset) -> FoldManifest:
+    """Patient-level folds (or OCT2017's official split) for every model of the run."""
+    seed = recipe.cv.seed if recipe.cv.seed is not None else recipe.seed
+    if recipe.data.evaluation == "official_test":
+        from .official import official_manifest
+
+        return official_manifest(dataset, recipe.cv.val_fraction, seed)
+    # Stratify by the patient's class where the format has one (NEH), else by the image label.
+    strata = [r.patient_class or r.label for r in dataset.records]
+    return make_fold_manifest(dataset.patients, strata, recipe.cv.folds, recipe.cv.val_fraction, seed)
+
+
+def run_pipeline(recipe: OCTRecipe, out: str | Path, folds: Sequence[int] | None = None,
+                 resume: bool = True, build_report: bool = True) -> RunDir:
+    """Train teacher, student and baseline on each requested fold, then write the report when all are done."""
+    started = time.perf_counter()
+    seed_everything(recipe.seed, deterministic=recipe.runtime.deterministic)
+    run = open_run(recipe, out)
+    init_from_env(resolve_device(recipe.runtime.device))
+    dataset = prepare_dataset(recipe, run)
+    manifest = manifest_for_run(run, build_manifest(recipe, dataset))
+    if is_main_process():
+        write_dataset_index(run, dataset)
+
+    specs = [ModelSpec("teacher", lambda ctx: train_role("teacher", recipe, dataset, ctx))]
+    specs.append(ModelSpec("student", lambda ctx: train_role("student", recipe, dataset, ctx), requires=("teacher",)))
+    if recipe.baseline.enabled:
+        specs.append(ModelSpec("baseline", lambda ctx: train_role("baseline", recipe, dataset, ctx)))
+    runner = FoldRunner(run, manifest, specs)
+    runner.run_folds(folds, resume=resume)
+    if not is_main_process():
+        return run
+
+    missing = {s.name: sorted(set(range(manifest.n_folds)) - set(runner.completed_folds(s.name))) for s in specs}
+    missing = {k: v for k, v in missing.items() if v}
+    profile_models(run, recipe, dataset.classes)
+    if missing:
+        log.info("folds still to run: %s; run them (same recipe and --out), then `medkd report %s`", missing, run.path)
+    elif build_report:
+        from .report import build_report as write_report
+
+        write_report(run.path, n_boot=recipe.report.bootstrap, seed=recipe.seed)
+        log.info("report: %s", run.path / "report.html")
+    log.info("run finished in %.1f s: %s", time.perf_counter() - started, run.path)
+    return run

@@ -1,0 +1,78 @@
+"""Plumbing every pipeline shares: the run folder, the one manifest per run, loaders, model profiles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .cv import FoldManifest, load_manifest
+from .device import loader_options
+from .engine.distributed import is_main_process, rank, world_size
+from .errors import DataError
+from .logs import set_progress, setup_logging
+from .models import count_flops, count_parameters, measure_latency
+from .rundir import RunDir
+from .sampling import SeededSampler
+from .seeding import derive_seed, seed_worker
+
+__all__ = ["open_run", "manifest_for_run", "train_loader", "eval_loader", "profile_models"]
+
+
+def open_run(recipe, out: str | os.PathLike) -> RunDir:
+    """Create or reopen the run folder; the recipe minus ``runtime`` must match a run already there."""
+    comparable = {k: v for k, v in recipe.model_dump(mode="json").items() if k != "runtime"}
+    run = RunDir.create(out, recipe, recipe.seed, comparable=comparable)
+    setup_logging(logfile=run.path / "run.log")
+    set_progress(recipe.runtime.progress)
+    return run
+
+
+def manifest_for_run(run: RunDir, manifest: FoldManifest) -> FoldManifest:
+    """Save ``manifest`` as the run's ``folds.json``, or check it equals the one saved before."""
+    path = run.path / "folds.json"
+    if path.exists():
+        stored = load_manifest(path)
+        if stored.sha != manifest.sha:
+            raise DataError(f"{path}: the data or split settings changed since this run started "
+                            f"(manifest {stored.sha} vs {manifest.sha}); use a new --out")
+        return stored
+    if is_main_process():
+        manifest.save(path)
+    return manifest
+
+
+def train_loader(dataset: Dataset, batch_size: int, device: torch.device, workers: int, seed: int) -> DataLoader:
+    """Shuffled, seeded (index, seed) keys; sharded over DDP ranks, each taking its share of the batch."""
+    sampler = SeededSampler(len(dataset), seed=seed, rank=rank(), world_size=world_size())
+    per_rank = max(1, batch_size // world_size())
+    # Dropping a last partial batch avoids a BatchNorm step on a single image.
+    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
+                      worker_init_fn=seed_worker, **loader_options(device, workers))
+
+
+def eval_loader(dataset: Dataset, batch_size: int, device: torch.device, workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_options(device, workers))
+
+
+def profile_models(run: RunDir, models: dict[str, Callable[[], nn.Module]], input_shape: tuple[int, ...],
+                   latency_runs: int) -> dict:
+    """Parameters, forward FLOPs and batch-1 CPU latency of each architecture -> ``model_profile.json``."""
+    profile = {}
+    for name, build in models.items():
+        model = build().eval()
+        latency = measure_latency(model, torch.zeros(1, *input_shape), warmup=2, runs=latency_runs)
+        profile[name] = {"arch": getattr(model, "default_cfg", {}).get("architecture", type(model).__name__),
+                         "params": count_parameters(model), "flops": count_flops(model, input_shape),
+                         "input_size": list(input_shape), "latency_ms": latency, "device": "cpu",
+                         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    run.write_json("model_profile.json", profile)
+    return profile
+
+
+def sampler_seed(seed: int, role: str, fold: int) -> int:
+    return derive_seed(seed, role, fold, "sampler")
