@@ -27,6 +27,7 @@ Check a bundle offline (no schema download) with :func:`verify_bundle`, or with 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -218,6 +219,9 @@ def verify_bundle(bundle_dir: str | os.PathLike, schema: str | os.PathLike | Non
         if not needed.is_file():
             raise KDError(f"{needed}: missing from the MONAI bundle")
     result: dict[str, Any] = {}
+    monai_log = logging.getLogger("monai.bundle")
+    level = monai_log.level
+    monai_log.setLevel(logging.WARNING)  # MONAI logs every argument at INFO
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -225,16 +229,23 @@ def verify_bundle(bundle_dir: str | os.PathLike, schema: str | os.PathLike | Non
         result["verify_net_in_out"] = "passed"
     except Exception as exc:  # MONAI raises ValueError/KeyError/RuntimeError
         raise KDError(f"{bundle}: MONAI verify_net_in_out failed: {exc}") from None
+    finally:
+        monai_log.setLevel(level)
     if schema is None:
         result["verify_metadata"] = "not run (no local copy of the metadata schema)"
         return result
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / Path(schema).name
         shutil.copyfile(schema, copy)  # verify_metadata may write beside the schema file
+        monai_log.setLevel(logging.WARNING)
         try:
-            verify_metadata(meta_file=str(meta), filepath=str(copy))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "no hash value provided": the schema is a local copy
+                verify_metadata(meta_file=str(meta), filepath=str(copy))
         except Exception as exc:
             raise KDError(f"{meta}: MONAI verify_metadata failed: {exc}") from None
+        finally:
+            monai_log.setLevel(level)
     result["verify_metadata"] = f"passed ({Path(schema).name})"
     return result
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from kdcore.errors import KDError
 from kdcore.export import (ATOL, RTOL, RunModel, assert_no_absolute_paths, check_parity, compare_outputs, export_model,
-                           find_run_models, load_run_model, pick_items, read_run_file, run_data_root, run_items,
+                           find_run_models, load_run_model, pick_items, report_means, read_run_file, run_data_root, run_items,
                            run_source, select_folds, torch_runner, write_parity)
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
@@ -78,6 +78,7 @@ def oct_contract(entry: RunModel) -> dict[str, Any]:
         "source": run_source(entry),
         "exported": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "intended_use": "research only; not a medical device, not for diagnosis",
+        "metrics": report_means(entry.run_dir, entry.name),
     }
 
 
@@ -221,6 +222,7 @@ def export_run(run_dir: str | os.PathLike, folds: int | Sequence[int] | str | No
     Returns:
         ``{"run", "model", "selected_by", "out_dir", "folds": [per-fold summaries with "parity" and "latency"]}``.
     """
+    _parse_formats(formats)
     run_dir = Path(run_dir)
     models = find_run_models(run_dir, model)
     chosen = select_folds(models, folds)

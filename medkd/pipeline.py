@@ -15,6 +15,7 @@ from typing import Sequence
 from kdcore.cv import FoldManifest, make_fold_manifest
 from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
+from kdcore.errors import DataError
 from kdcore.experiment import manifest_for_run, open_run
 from kdcore.logs import get_logger
 from kdcore.rundir import RunDir
@@ -40,7 +41,21 @@ def build_manifest(recipe: OCTRecipe, dataset: OCTDataset) -> FoldManifest:
         return official_manifest(dataset, recipe.cv.val_fraction, seed)
     # Stratify by the patient's class where the format has one (NEH), else by the image label.
     strata = [r.patient_class or r.label for r in dataset.records]
-    return make_fold_manifest(dataset.patients, strata, recipe.cv.folds, recipe.cv.val_fraction, seed)
+    manifest = make_fold_manifest(dataset.patients, strata, recipe.cv.folds, recipe.cv.val_fraction, seed)
+    _check_training_classes(manifest, dataset)
+    return manifest
+
+
+def _check_training_classes(manifest: FoldManifest, dataset: OCTDataset) -> None:
+    """Every fold must train on every class, or its teacher and students could never predict the missing one."""
+    for split in manifest.folds:
+        train = set(split.train)
+        present = {r.label for r in dataset.records if r.patient in train}
+        missing = [c for c in dataset.classes if c not in present]
+        if missing:
+            raise DataError(f"fold {split.fold}: no training images of class(es) {missing} once the inner "
+                            f"validation patients are held out; use fewer folds (cv.folds) or a smaller "
+                            f"cv.val_fraction, or add patients")
 
 
 def run_pipeline(recipe: OCTRecipe, out: str | Path, folds: Sequence[int] | None = None,

@@ -1,0 +1,219 @@
+"""medkd export: a tiny run exported to ONNX, TorchScript and a MONAI bundle that MONAI's own tools accept."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from kdcore.checkpoint import save_weights
+from kdcore.cv import make_fold_manifest
+from kdcore.errors import KDError
+from kdcore.models import create_model
+from medkd.export import export_run
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
+
+
+def make_oct_run(base: Path, size: int = 32, data_root: Path | None = None, scores=(0.5, 0.3),
+                 monitor: str = "loss", report: bool = True) -> Path:
+    """A run folder as ``medkd run`` writes it, with two folds of an untrained tiny student."""
+    run, root = base / "run", data_root or base / "data"
+    rng = np.random.default_rng(0)
+    items = []
+    for label in CLASSES:
+        for patient in range(3):
+            for n in range(2):
+                relative = f"{label}/{label}-{patient}-{n}.png"
+                if data_root is None:
+                    (root / label).mkdir(parents=True, exist_ok=True)
+                    scan = rng.integers(0, 256, size=(60 + 10 * patient, 90), dtype=np.uint8)
+                    cv2.imwrite(str(root / relative), scan)
+                items.append({"id": relative, "path": relative, "label": label, "patient": f"{label}{patient}"})
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "tiny-oct", "data": {"root": str(root), "format": "oct2017"}}))
+    (run / "environment.json").write_text(json.dumps({"git": {"commit": "0123456789abcdef0123", "dirty": False}, "seed": 1}))
+    (run / "dataset.json").write_text(json.dumps({"format": "oct2017", "classes": list(CLASSES), "items": items}))
+    manifest = make_fold_manifest([i["patient"] for i in items], [i["label"] for i in items], 2, 0.5, seed=0)
+    manifest.save(run / "folds.json")
+    torch.manual_seed(0)
+    for fold, score in enumerate(scores):
+        model = create_model("test_efficientnet", len(CLASSES), in_chans=1)
+        meta = {"arch": "test_efficientnet", "role": "student", "fold": fold, "manifest": manifest.sha,
+                "task": "classification", "num_outputs": len(CLASSES), "in_chans": 1, "classes": list(CLASSES),
+                "recipe": "tiny-oct", "input": {"size": size, "channels": 1, "mean": [0.449], "std": [0.226],
+                                                "resize": "letterbox", "pad_value": 0, "colour": "gray"},
+                "kept": "best", "best_epoch": 2, "best_score": score, "epochs_run": 3, "monitor": monitor}
+        folder = run / "folds" / f"fold_{fold}" / "student"
+        folder.mkdir(parents=True)
+        save_weights(folder / "model.safetensors", model.state_dict(), meta)
+    if report:
+        summary = {"accuracy": {"mean": 0.875, "std": 0.02, "ci95": [0.81, 0.93]},
+                   "ece": {"mean": 0.061, "std": 0.01, "ci95": [0.04, 0.08]}}
+        (run / "report.json").write_text(json.dumps({"models": {"student": {"summary": summary}}}))
+    return run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # two shared cores: OpenMP workers waiting for a busy core make every forward pass 100x slower
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    base = tmp_path_factory.mktemp("oct")
+    run = make_oct_run(base)
+    schema = SHARED / "monai" / "meta_schema_20240725.json"
+    summary = export_run(run, formats="onnx,torchscript,bundle", out_dir=base / "export",
+                         schema=schema if schema.is_file() else None)
+    return run, base / "export", summary
+
+
+def test_default_fold_is_the_best_validation_score(exported):
+    _, out, summary = exported
+    assert summary["selected_by"] == "best validation score"
+    assert [f["fold"] for f in summary["folds"]] == [1]  # loss 0.3 < 0.5
+    assert json.loads((out / "model.json").read_text())["source"]["fold"] == 1
+
+
+def test_every_format_written_with_stored_parity(exported):
+    _, out, summary = exported
+    for name in ("model.onnx", "model.ts", "model.safetensors", "model.json", "parity.json", "MODEL_CARD.md",
+                 "bundle/configs/metadata.json", "bundle/configs/inference.json", "bundle/models/model.pt",
+                 "bundle/models/model.ts", "bundle/models/model.onnx", "bundle/docs/README.md", "bundle/LICENSE"):
+        assert (out / name).is_file(), name
+    parity = json.loads((out / "parity.json").read_text())
+    checks = {c["artefact"]: c for c in parity["checks"]}
+    assert parity["passed"] and {"model.onnx", "model.ts", "bundle/models/model.ts"} <= set(checks)
+    for name in ("model.onnx", "model.ts", "bundle/models/model.ts"):
+        check = checks[name]
+        assert check["inputs"] == "real" and check["n_inputs"] == 8
+        assert 0 <= check["mean_abs_diff"] <= check["max_abs_diff"] <= check["tolerance"] <= 2e-4
+        assert check["argmax_agreement"] == 1.0
+    # the bundle's MONAI preprocessing reproduces medkd.preprocess on the same files
+    assert checks["bundle preprocessing (inputs)"]["max_abs_diff"] < 1e-4
+    assert summary["folds"][0]["parity"] == parity["checks"]
+
+
+def test_onnx_output_matches_an_independent_pytorch_forward(exported):
+    import onnxruntime as ort
+
+    from kdcore.checkpoint import load_weights
+    from kdcore.images import read_image
+    from medkd.preprocess import preprocess
+
+    run, out, _ = exported
+    model = create_model("test_efficientnet", 4, in_chans=1)
+    model.load_state_dict(load_weights(run / "folds" / "fold_1" / "student" / "model.safetensors"))
+    scan = read_image(run.parent / "data" / "DME" / "DME-2-1.png", "gray")
+    x = np.stack([preprocess(scan, 32), preprocess(scan[:, ::-1].copy(), 32)])
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] != 2  # the batch dimension is dynamic, not the export's 2
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, atol=1e-4)
+
+
+def test_sidecar_is_self_contained_and_has_no_absolute_paths(exported):
+    run, out, _ = exported
+    contract = json.loads((out / "model.json").read_text())
+    assert contract["classes"] == list(CLASSES) and contract["task"] == "classification"
+    assert contract["input"]["size"] == 32 and contract["input"]["resize"] == "letterbox"
+    assert contract["output"]["meaning"] == "logits" and contract["export"]["onnx"]["opset"] >= 17
+    assert contract["source"]["git_commit"] == "0123456789abcdef0123" and contract["source"]["recipe"] == "tiny-oct"
+    assert contract["latency"]["onnxruntime"]["median_ms"] > 0 and contract["latency"]["machine"]["cpu_count"] >= 1
+    needles = [str(run.resolve()), str(run.parent.resolve()), str(Path.home()), sys.prefix]
+    for file in out.rglob("*"):
+        if file.is_file():
+            data = file.read_bytes()
+            assert not any(n.encode() + b"/" in data for n in needles), file
+
+
+def test_model_card_reports_data_metrics_parity_latency(exported):
+    _, out, _ = exported
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "24 items from 12 patients" in card
+    assert "| accuracy | 0.875 | 0.02 | [0.81, 0.93] |" in card and "| ece | 0.061" in card
+    assert "not a medical device" in card.lower() and "| model.onnx | 8 | real |" in card
+    assert "2 cores" in card and "median ms" in card
+
+
+def test_monai_verifies_the_bundle_offline(exported, tmp_path):
+    schema = SHARED / "monai" / "meta_schema_20240725.json"
+    if not schema.is_file():
+        pytest.skip("../shared/monai/meta_schema_20240725.json is absent")
+    _, out, _ = exported
+    bundle = out / "bundle"
+    copy = tmp_path / schema.name
+    shutil.copyfile(schema, copy)
+    meta, config = bundle / "configs" / "metadata.json", bundle / "configs" / "inference.json"
+    commands = [
+        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(meta), "--filepath", str(copy)],
+        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(meta),
+         "--config_file", str(config), "--device", "cpu"],
+    ]
+    # both at once: each process spends most of its time importing torch and MONAI
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for proc, text in zip(procs, outputs):
+        assert proc.returncode == 0, text[-2000:]
+    assert "metadata is verified with no error" in outputs[0]
+    assert "data shape of network is verified with no error" in outputs[1]
+
+
+def test_bundle_inference_config_runs_and_matches_the_predictor(exported, tmp_path):
+    from monai.bundle import run as run_bundle
+
+    from medkd.predictor import OCTClassifier
+
+    run, out, _ = exported
+    images = sorted((run.parent / "data").rglob("*.png"))[:3]
+    for image in images:
+        shutil.copyfile(image, tmp_path / image.name)
+    target = tmp_path / "bundle_predictions.csv"
+    run_bundle(config_file=str(out / "bundle" / "configs" / "inference.json"), bundle_root=str(out / "bundle"),
+               input_dir=str(tmp_path), output_file=str(target))
+    rows = [line.split(",") for line in target.read_text().splitlines()]
+    assert rows[0] == ["image", "class"] + [f"prob_{c}" for c in CLASSES] and len(rows) == 4
+    classifier = OCTClassifier.load(out)
+    for row in rows[1:]:
+        expected = classifier.predict(tmp_path / row[0])
+        np.testing.assert_allclose([float(v) for v in row[2:]], [expected[c] for c in CLASSES], atol=1e-5)
+
+
+def test_all_folds_into_subfolders_and_unreachable_data_is_synthetic(tmp_path):
+    run = make_oct_run(tmp_path, data_root=tmp_path / "moved-away", report=False)
+    summary = export_run(run, folds="all", formats={"onnx"}, out_dir=tmp_path / "out", n_inputs=3)
+    assert [f["fold"] for f in summary["folds"]] == [0, 1]
+    for fold in (0, 1):
+        parity = json.loads((tmp_path / "out" / f"fold_{fold}" / "parity.json").read_text())
+        assert [c["artefact"] for c in parity["checks"]] == ["model.onnx"]
+        assert parity["checks"][0]["inputs"] == "synthetic" and "data.root" in parity["checks"][0]["note"]
+        assert not (tmp_path / "out" / f"fold_{fold}" / "model.ts").exists()
+    card = (tmp_path / "out" / "fold_0" / "MODEL_CARD.md").read_text()
+    assert "`report.json` is missing" in card
+
+
+def test_clear_errors(tmp_path):
+    run = make_oct_run(tmp_path, report=False)
+    with pytest.raises(KDError, match="fold\\(s\\) \\[5\\]"):
+        export_run(run, folds=5, formats="onnx", out_dir=tmp_path / "x")
+    with pytest.raises(KDError, match="no trained 'teacher'"):
+        export_run(run, model="teacher", out_dir=tmp_path / "x")
+    with pytest.raises(KDError, match="choose from"):
+        export_run(run, formats="tflite", out_dir=tmp_path / "x")
+    with pytest.raises(KDError, match="not a run folder"):
+        export_run(tmp_path / "data", out_dir=tmp_path / "x")

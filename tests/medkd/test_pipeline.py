@@ -1,0 +1,82 @@
+"""End to end: `medkd run` on a tiny synthetic dataset, then the files a user and a reviewer rely on."""
+
+import csv
+import json
+
+import pytest
+
+from kdcore.cv import load_manifest
+from medkd.cli import main
+from tests.medkd.tiny import write_tiny_recipe
+
+METRICS = ("accuracy", "sensitivity", "specificity", "f1", "auc", "ece")
+MODELS = ("teacher", "student", "baseline")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("medkd_run")
+    recipe = write_tiny_recipe(folder)
+    assert main(["run", str(recipe), "--out", str(folder / "run")]) == 0
+    return folder / "run"
+
+
+def test_report_has_every_key_for_all_three_models(tiny_run):
+    report = json.loads((tiny_run / "report.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    for model in MODELS:
+        entry = report["models"][model]
+        assert len(entry["folds"]) == 2
+        for metric in METRICS:
+            assert metric in entry["folds"][0]
+            summary = entry["summary"][metric]
+            assert set(summary) >= {"mean", "std", "ci95"}
+        assert set(entry["per_class"]) == {"NORMAL", "DRUSEN", "CNV"}
+    assert report["classes"] == ["NORMAL", "DRUSEN", "CNV"]
+    assert {"student_vs_teacher", "student_vs_baseline"} <= set(report["comparisons"])
+    assert (tiny_run / "report.html").read_text().count("data:image/png;base64,") >= 3
+
+
+def test_one_manifest_with_disjoint_test_patients_shared_by_all_models(tiny_run):
+    manifest = load_manifest(tiny_run / "folds.json")
+    tests = [set(f.test) for f in manifest.folds]
+    assert not tests[0] & tests[1]
+    for split in manifest.folds:
+        for model in MODELS:
+            folder = tiny_run / "folds" / f"fold_{split.fold}" / model
+            assert json.loads((folder / "done.json").read_text())["manifest"] == manifest.sha
+            assert json.loads((folder / "model.json").read_text())["manifest"] == manifest.sha
+            with open(folder / "predictions.csv") as f:
+                patients = {row["patient"] for row in csv.DictReader(f)}
+            assert patients <= set(split.test), "predictions only for the fold's test patients"
+            assert not (folder / "last.pt").exists()
+
+
+def test_teacher_keeps_its_swa_average_and_students_know_their_teacher(tiny_run):
+    meta = json.loads((tiny_run / "folds" / "fold_0" / "teacher" / "model.json").read_text())
+    assert meta["kept"] == "swa"
+    profile = json.loads((tiny_run / "model_profile.json").read_text())
+    assert profile["teacher"]["params"] > profile["student"]["params"]
+    assert profile["student"]["latency_ms"]["median_ms"] > 0
+
+
+def test_run_folder_records_environment_and_streams(tiny_run):
+    env = json.loads((tiny_run / "environment.json").read_text())
+    assert env["packages"]["torch"] and env["packages"]["timm"] and env["seed"] == 0
+    lines = (tiny_run / "log.jsonl").read_text().splitlines()
+    assert any(json.loads(line).get("model") == "student" for line in lines)
+    assert (tiny_run / "metrics.csv").read_text().startswith("time,model,fold,epoch,split,name,value")
+    assert (tiny_run / "audit.json").exists() and (tiny_run / "dataset.json").exists()
+
+
+def test_report_rebuilds_identically_from_files(tiny_run):
+    before = (tiny_run / "report.json").read_text()
+    assert main(["report", str(tiny_run), "--bootstrap", "50"]) == 0
+    assert (tiny_run / "report.json").read_text() == before
+
+
+def test_reusing_the_out_folder_needs_resume(tiny_run, capsys):
+    recipe = tiny_run.parent / "tiny_oct.yaml"
+    assert main(["run", str(recipe), "--out", str(tiny_run)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    # with --resume everything is already complete: nothing is retrained
+    assert main(["run", str(recipe), "--out", str(tiny_run), "--resume"]) == 0
