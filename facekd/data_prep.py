@@ -74,11 +74,12 @@ def build_manifest(recipe: FaceRecipe, records: list[FaceRecord]) -> FoldManifes
         return make_fold_manifest(subjects, None, recipe.cv.folds, recipe.cv.val_fraction, seed, group_name="subject")
     default_train, default_tests = DEFAULT_OFFICIAL[recipe.data.format]
     train_split = recipe.data.train_split or default_train
+    test_splits = set(recipe.data.test_splits or default_tests)
     train = [r for r in records if r.subset == train_split]
-    test = [r for r in records if r.subset != train_split]
+    test = [r for r in records if r.subset in test_splits]
     if not train or not test:
         raise DataError(f"{recipe.data.root}: official protocol needs faces in split {train_split!r} and in the "
-                        f"test splits (found {len(train)} and {len(test)})")
+                        f"test splits {sorted(test_splits)} (found {len(train)} and {len(test)})")
     inner = make_fold_manifest([r.subject for r in train], None, max(2, round(1 / recipe.cv.val_fraction)),
                                0.5, seed, group_name="subject")
     val = set(inner.folds[0].test)

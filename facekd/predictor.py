@@ -22,13 +22,15 @@ import cv2
 import numpy as np
 
 from facekd.detect import largest_face, landmark_box_from_detection
-from facekd.geometry import apply_affine, box_from_landmarks, crop_face, invert_affine
+from facekd.geometry import crop_face
 from facekd.io import write_pts
+from facekd.preprocess import normalize_rgb, to_image_points
+from kdcore.atomic import atomic_write_bytes
 from kdcore.errors import DataError, KDError
 from kdcore.export import load_runner
 from kdcore.images import read_image
 
-__all__ = ["LandmarkDetector", "predict_files", "load_rgb", "face_input", "draw_landmarks"]
+__all__ = ["LandmarkDetector", "predict_files", "load_rgb", "draw_landmarks"]
 
 Backend = Literal["onnx", "torchscript", "torch"]
 ImageLike = str | os.PathLike | np.ndarray
@@ -48,13 +50,6 @@ def load_rgb(image: ImageLike) -> np.ndarray:
         raise DataError(f"image array has shape {array.shape}; expected RGB (H, W, 3) or greyscale (H, W), "
                         "at least 8x8 pixels")
     return array
-
-
-def face_input(crop: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """RGB uint8 crop (S, S, 3) -> the (3, S, S) float32 model input: ``(x / 255 - mean) / std``."""
-    array = crop.astype(np.float32) * (1.0 / 255.0)
-    array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 class LandmarkDetector:
@@ -78,8 +73,6 @@ class LandmarkDetector:
         self.input_size = int(spec["size"])
         self.margin = float(spec["crop_margin"])
         self._mean, self._std = tuple(spec["mean"]), tuple(spec["std"])
-        decode = contract.get("output", {}).get("to_crop_pixels", {"scale": self.input_size, "offset": 0.0})
-        self._scale, self._offset = float(decode["scale"]), float(decode["offset"])
         self._flip = contract.get("flip_permutation")
 
     @classmethod
@@ -96,12 +89,14 @@ class LandmarkDetector:
     def crop(self, image: ImageLike, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         """``(model input (3, S, S), 2x3 original -> crop matrix)`` for the face in ``box``."""
         crop, matrix = crop_face(load_rgb(image), box, self.input_size, self.margin)
-        return face_input(crop, self._mean, self._std), matrix
+        return normalize_rgb(crop, self._mean, self._std), matrix
 
-    def _decode(self, outputs: np.ndarray) -> np.ndarray:
-        if outputs.shape[-1] != 2 * self.n_points:
-            raise KDError(f"model output has {outputs.shape[-1]} values, the contract says {2 * self.n_points}")
-        return outputs.reshape(len(outputs), self.n_points, 2).astype(np.float64) * self._scale + self._offset
+    def _points(self, batch: np.ndarray) -> np.ndarray:
+        """(K, 2) outputs for one input, still divided by the input size."""
+        out = np.asarray(self._run(batch), dtype=np.float64)
+        if out.shape != (1, 2 * self.n_points):
+            raise KDError(f"model output has shape {out.shape}, the contract says (1, {2 * self.n_points})")
+        return out.reshape(self.n_points, 2)
 
     def predict(self, image: ImageLike, box: Sequence[float] | None = None, tta: bool = False) -> np.ndarray:
         """(K, 2) float64 landmarks in the original image's 0-based pixels.
@@ -117,15 +112,16 @@ class LandmarkDetector:
         if box is None:
             box = self.face_box(rgb, image if isinstance(image, (str, os.PathLike)) else None)
         batch, matrix = self.crop(rgb, box)
-        points = self._decode(self._run(batch[None]))[0]
+        points = self._points(batch[None])
         if tta:
             from facekd.augment import hflip_landmarks  # albumentations: imported only when asked for
 
             if self._flip is None:
                 raise KDError("this export has no flip_permutation: flip test-time augmentation is unavailable")
-            mirrored = self._decode(self._run(np.ascontiguousarray(batch[None, :, :, ::-1])))[0]
-            points = (points + hflip_landmarks(mirrored, self.input_size, self._flip)) / 2.0
-        return apply_affine(points, invert_affine(matrix))
+            size = self.input_size
+            mirrored = self._points(np.ascontiguousarray(batch[None, :, :, ::-1])) * size
+            points = (points + hflip_landmarks(mirrored, size, self._flip) / size) / 2.0
+        return to_image_points(points.reshape(-1), matrix, self.input_size)
 
 
 def draw_landmarks(image: np.ndarray, points: np.ndarray, box: Sequence[float] | None = None) -> np.ndarray:
@@ -165,8 +161,10 @@ def predict_files(model: LandmarkDetector | str | os.PathLike, images: Iterable[
         record: dict[str, Any] = {"path": str(path), "pts": str(out / f"{path.stem}.pts"), "box": box}
         if overlay:
             target = out / f"{path.stem}_landmarks.png"
-            if not cv2.imwrite(str(target), draw_landmarks(rgb, points, box)):
-                raise KDError(f"{target}: cannot write the overlay image")
+            ok, encoded = cv2.imencode(".png", draw_landmarks(rgb, points, box))
+            if not ok:
+                raise KDError(f"{target}: cannot encode the overlay image")
+            atomic_write_bytes(target, encoded.tobytes())
             record["overlay"] = str(target)
         results.append(record)
     return results

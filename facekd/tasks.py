@@ -54,8 +54,8 @@ class LandmarkTask:
         tough = self.teachers["tough"](batch["image"])
         tolerant = self.teachers["tolerant"](batch["image"])
         parts = self.kd_loss.components(pred, tough, tolerant, batch["target"])
-        return parts.total, {"kd_main": float(parts.main), "kd_tough": float(parts.tough),
-                             "kd_tolerant": float(parts.tolerant)}
+        return parts.total, {"kd_main": float(parts.main.detach()), "kd_tough": float(parts.tough.detach()),
+                             "kd_tolerant": float(parts.tolerant.detach())}
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         pred, target, _, _ = predict_landmarks(model, self.val_loader, self.device)

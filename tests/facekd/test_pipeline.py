@@ -1,0 +1,64 @@
+"""End to end: `facekd run` on tiny synthetic faces, then the files a user and a reviewer rely on."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from facekd.cli import main
+from facekd.io import read_pts
+from kdcore.cv import load_manifest
+from tests.facekd.tiny import write_tiny_face_recipe
+
+MODELS = ("tough", "tolerant", "student", "baseline")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("facekd_run")
+    recipe = write_tiny_face_recipe(folder)
+    assert main(["run", str(recipe), "--out", str(folder / "run")]) == 0
+    return folder / "run"
+
+
+def test_report_has_every_key_for_all_four_models(tiny_run):
+    report = json.loads((tiny_run / "report.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    for model in MODELS:
+        entry = report["models"][model]
+        assert len(entry["folds"]) == 2
+        for metric in ("nme", "fr", "auc"):
+            assert metric in entry["folds"][0]
+            assert set(entry["summary"][metric]) >= {"mean", "std", "ci95"}
+        assert len(entry["per_landmark_error"]) == 68
+
+
+def test_subject_folds_shared_by_all_models(tiny_run):
+    manifest = load_manifest(tiny_run / "folds.json")
+    assert manifest.group_name == "subject"
+    subjects_csv = {}
+    with open(tiny_run / "data" / "subjects.csv") as f:
+        for row in csv.DictReader(f):
+            subjects_csv[row["image"]] = row["subject"]
+    for split in manifest.folds:
+        for model in MODELS:
+            folder = tiny_run / "folds" / f"fold_{split.fold}" / model
+            assert json.loads((folder / "done.json").read_text())["manifest"] == manifest.sha
+            with open(folder / "predictions.csv") as f:
+                subjects = {row["subject"] for row in csv.DictReader(f)}
+            assert subjects <= set(split.test)
+
+
+def test_predictions_are_in_original_pixels_with_ground_truth(tiny_run):
+    with open(tiny_run / "folds" / "fold_0" / "student" / "predictions.csv") as f:
+        row = next(csv.DictReader(f))
+    data = tiny_run / "data"
+    truth = read_pts(data / (row["id"] + ".pts"))
+    stored = np.array([[float(row[f"gx{i}"]), float(row[f"gy{i}"])] for i in range(68)])
+    assert np.allclose(stored, truth, atol=1e-3)
+    assert int(row["width"]) == 128 and int(row["height"]) == 128
+
+
+def test_tolerant_teacher_learned_softened_targets(tiny_run):
+    done = json.loads((tiny_run / "folds" / "fold_0" / "tolerant" / "done.json").read_text())
+    assert 1 <= done["asm_components"] < 136
