@@ -23,6 +23,7 @@ import io
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -42,7 +43,7 @@ __all__ = [
     "torchscript_runner", "torch_runner", "compare_outputs", "check_parity", "measure_latency_ms",
     "machine_info", "package_versions", "write_sidecar", "read_sidecar", "find_absolute_paths",
     "assert_no_absolute_paths", "resolve_export", "load_runner", "RunModel", "find_run_models", "lower_is_better",
-    "select_folds", "load_run_model", "read_run_file", "run_source", "run_data_root", "run_items", "pick_items",
+    "select_folds", "load_run_model", "read_run_file", "run_source", "report_means", "run_data_root", "run_items", "pick_items",
     "export_model", "measure_export_latency", "write_parity",
 ]
 
@@ -236,7 +237,7 @@ class ParityCheck:
     rtol: float
     passed: bool
     argmax_agreement: float | None = None  # classification: share of inputs with the same top class
-    argmax_near_ties: int | None = None    # disagreements where the reference's top-2 gap is within tolerance
+    argmax_near_ties: int | None = None    # of the disagreements, those where the reference's top-2 gap <= 2 * tolerance
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -273,7 +274,7 @@ def compare_outputs(reference: np.ndarray, outputs: np.ndarray, artefact: str, *
         gap = ordered[:, -1] - ordered[:, -2] if reference.shape[1] > 1 else np.full(len(reference), np.inf)
         near = gap <= 2 * tolerance
         agreement, ties = float(same.mean()) if len(same) else 1.0, int((~same & near).sum())
-        passed = passed and bool((same | near).all())  # a flip between two equal logits is not a failure
+        passed = passed and bool(same.all())  # strict; near ties are counted to explain a failure
     return ParityCheck(artefact, int(len(reference)), inputs, max_diff, float(diff.mean()) if finite else float("inf"),
                        tolerance, atol, rtol, passed, agreement, ties, note)
 
@@ -480,11 +481,16 @@ def find_run_models(run_dir: str | os.PathLike, model: str = "student") -> dict[
 
 
 def lower_is_better(monitor: str | None, mode: str | None = None) -> bool:
-    """Whether a smaller ``monitor`` value is better (losses and errors) unless ``mode`` says so."""
+    """Whether a smaller ``monitor`` value is better (losses and errors) unless ``mode`` says so.
+
+    Example:
+        >>> lower_is_better("val_loss"), lower_is_better("nme"), lower_is_better("balanced_accuracy")
+        (True, True, False)
+    """
     if mode in ("min", "max"):
         return mode == "min"
-    name = (monitor or "").lower()
-    return any(word in name for word in ("loss", "nme", "error", "fr", "ece", "brier", "mae", "mse"))
+    words = set(re.split(r"[^a-z0-9]+", (monitor or "").lower()))
+    return bool(words & {"loss", "nme", "error", "fr", "ece", "brier", "mae", "mse", "rmse"})
 
 
 def select_folds(models: Mapping[int, RunModel], folds: int | Sequence[int] | str | None) -> list[int]:
@@ -499,7 +505,7 @@ def select_folds(models: Mapping[int, RunModel], folds: int | Sequence[int] | st
             raise KDError(f"no fold has a best_score in model.json to choose from (folds {available}); "
                           "choose a fold explicitly")
         meta = models[scored[0]].meta
-        sign = 1.0 if lower_is_better(meta.get("monitor"), meta.get("monitor_mode")) else -1.0
+        sign = 1.0 if lower_is_better(meta.get("monitor"), meta.get("monitor_mode", meta.get("mode"))) else -1.0
         return [min(scored, key=lambda k: (sign * models[k].meta["best_score"], k))]
     wanted = [folds] if isinstance(folds, int) else list(folds)
     missing = [k for k in wanted if k not in models]
@@ -549,7 +555,7 @@ def run_source(entry: RunModel) -> dict[str, Any]:
     git = env.get("git") or {}
     meta = entry.meta
     return {
-        "recipe": config.get("name") or config.get("recipe") or entry.run_dir.name,
+        "recipe": meta.get("recipe") or config.get("name") or config.get("recipe") or entry.run_dir.name,
         "run": entry.run_dir.name, "fold": entry.fold, "model": entry.name, "role": meta.get("role"),
         "manifest": meta.get("manifest"), "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
         "kept": meta.get("kept"), "best_epoch": meta.get("best_epoch"), "best_score": meta.get("best_score"),
@@ -557,18 +563,26 @@ def run_source(entry: RunModel) -> dict[str, Any]:
     }
 
 
+def report_means(run_dir: str | os.PathLike, model: str) -> dict[str, float]:
+    """``metric -> mean`` of ``report.json``'s ``models.<model>.summary`` ({} without a report)."""
+    report = read_run_file(run_dir, "report.json") or {}
+    summary = ((report.get("models") or {}).get(model) or {}).get("summary") or {}
+    return {name: value["mean"] for name, value in summary.items()
+            if isinstance(value, Mapping) and isinstance(value.get("mean"), (int, float))}
+
+
 def run_data_root(run_dir: str | os.PathLike) -> Path | None:
-    """``data.root`` of the run's config (relative roots: from the working directory, then the run's parent)."""
+    """The run's data folder: ``data.root`` of its config (relative roots are tried from the working
+    directory, the run folder and its parent), else ``RUN/data`` (synthetic data generated in the run)."""
+    run_dir = Path(run_dir)
     config = read_run_file(run_dir, "config.yaml") or {}
     data = config.get("data") if isinstance(config, dict) else None
     root = data.get("root") if isinstance(data, dict) else None
     if not root:
-        return None
+        return run_dir / "data" if (run_dir / "data").is_dir() else None
     root = Path(str(root)).expanduser()
-    for candidate in ([root] if root.is_absolute() else [Path.cwd() / root, Path(run_dir).parent / root]):
-        if candidate.is_dir():
-            return candidate
-    return None
+    candidates = [root] if root.is_absolute() else [Path.cwd() / root, run_dir / root, run_dir.parent / root]
+    return next((c for c in candidates if c.is_dir()), None)
 
 
 def run_items(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -697,7 +711,7 @@ def write_parity(out_dir: str | os.PathLike, checks: Sequence[ParityCheck], extr
     entries.update({c.artefact: c.to_dict() for c in checks})
     data = {"rule": "max |exported - pytorch| <= atol + rtol * max |pytorch| on the same inputs, at the full batch "
                     "and one input at a time (the worse is kept); classification also needs the same argmax "
-                    "except between logits tied within the tolerance",
+                    "for every input",
             "passed": all(c["passed"] for c in entries.values()), "checks": list(entries.values())}
     merged = {**existing.get("extra", {}), **(extra or {})}
     if merged:

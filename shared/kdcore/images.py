@@ -78,13 +78,17 @@ def read_image(path: str | os.PathLike, mode: Literal["gray", "rgb"] = "rgb", al
         raise ImageReadError(path, "is a directory, not an image") from None
     except OSError as exc:
         raise ImageReadError(path, f"cannot read ({exc.strerror or exc})") from None
-    check_image_bytes(path, buffer)
+    kind = check_image_bytes(path, buffer)
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(path, "cannot decode image data (corrupt file)")
     if image.dtype != np.uint8:
         raise ImageReadError(path, f"unsupported bit depth {image.dtype} (expected 8-bit)")
     channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels == 4 and kind == "png" and buffer.size > 25 and buffer[25] == 4:
+        # OpenCV expands a grey+alpha PNG to BGRA; report what the file holds.
+        if not allow_alpha:
+            raise ImageReadError(path, "2 channels (grey + alpha; expected 1 greyscale or 3 colour)")
     if channels == 4 and allow_alpha:
         image, channels = image[:, :, :3], 3
     if channels not in (1, 3):

@@ -1,0 +1,186 @@
+"""LandmarkDetector and the Haar face detector on real photographs; .pts output is 1-based and parses back."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facekd.detect import detect_faces, find_cascade, group_rectangles, landmark_box_from_detection, largest_face
+from facekd.export import export_run
+from facekd.geometry import box_from_landmarks, crop_face, crop_matrix
+from facekd.io import read_pts
+from facekd.predictor import LandmarkDetector, predict_files
+from facekd.schemes import get_scheme
+from kdcore.checkpoint import load_weights
+from kdcore.errors import DataError, KDError
+from kdcore.images import read_image
+from kdcore.models import create_model
+from tests.facekd.test_export import make_face_run
+
+SIZE = 32
+
+
+def _cascade_available() -> bool:
+    try:
+        find_cascade()
+    except KDError:
+        return False
+    return True
+
+
+needs_cascade = pytest.mark.skipif(not _cascade_available(), reason="no Haar cascade file (apt-get install opencv-data)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    base = tmp_path_factory.mktemp("face-predictor")
+    run = make_face_run(base, size=SIZE, report=False)
+    export_run(run, folds=0, formats="onnx,torchscript", out_dir=base / "export", n_inputs=2)
+    model = create_model("test_efficientnet", 136, in_chans=3)
+    model.load_state_dict(load_weights(run / "folds" / "fold_0" / "student" / "model.safetensors"))
+    return base / "export", model.eval()
+
+
+@pytest.fixture(scope="module")
+def lfpw(shared_fixtures):
+    images = sorted((shared_fixtures / "faces-lfpw").glob("*.png"))
+    if not images:
+        pytest.skip("no real faces in ../shared/fixtures/faces-lfpw")
+    return images
+
+
+def expected_points(model, image, box, flip=False) -> np.ndarray:
+    """Reference: the training crop (facekd.geometry.crop_face), then normalisation, PyTorch and the inverse of
+    the crop's scale-and-shift written out by hand."""
+    crop, matrix = crop_face(image, box, SIZE, 0.25)
+    assert np.allclose(matrix, crop_matrix(box, SIZE, 0.25))
+    x = (crop / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    x = torch.from_numpy(x.transpose(2, 0, 1)[None].astype(np.float32))
+    with torch.no_grad():
+        crop_points = model(x).numpy().reshape(-1, 2) * SIZE
+        if flip:
+            mirrored = model(torch.flip(x, dims=[-1])).numpy().reshape(-1, 2) * SIZE
+            mirrored[:, 0] = SIZE - 1 - mirrored[:, 0]
+            crop_points = (crop_points + mirrored[list(get_scheme(68).flip_permutation)]) / 2
+    scale = matrix[0, 0]
+    return np.stack([(crop_points[:, 0] - matrix[0, 2]) / scale, (crop_points[:, 1] - matrix[1, 2]) / scale], axis=1)
+
+
+@pytest.mark.real_fixtures
+@pytest.mark.parametrize("backend", ["onnx", "torchscript", "torch"])
+def test_points_in_original_pixels_match_pytorch(export, lfpw, backend):
+    folder, model = export
+    detector = LandmarkDetector.load(folder, backend=backend)
+    assert detector.n_points == 68 and detector.scheme == "ibug68"
+    for path in lfpw[:3]:
+        image = read_image(path, "rgb")
+        box = box_from_landmarks(read_pts(path.with_suffix(".pts")))
+        got = detector.predict(path, box=box)
+        assert got.shape == (68, 2) and got.dtype == np.float64
+        np.testing.assert_allclose(got, expected_points(model, image, box), atol=2e-3)
+
+
+@pytest.mark.real_fixtures
+def test_flip_tta_mirrors_back_and_relabels(export, lfpw):
+    folder, model = export
+    detector = LandmarkDetector.load(folder / "model.onnx")
+    image = read_image(lfpw[3], "rgb")
+    box = box_from_landmarks(read_pts(lfpw[3].with_suffix(".pts")))
+    np.testing.assert_allclose(detector.predict(image, box=box, tta=True),
+                               expected_points(model, image, box, flip=True), atol=2e-3)
+
+
+@pytest.mark.real_fixtures
+@needs_cascade
+def test_detector_finds_einstein(shared_fixtures):
+    path = shared_fixtures / "faces-300w" / "einstein.jpg"
+    image = read_image(path, "rgb")
+    truth = box_from_landmarks(read_pts(path.with_suffix(".pts")))
+    x0, y0, x1, y1 = largest_face(image, path)
+    centre = ((truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2)
+    assert x0 < centre[0] < x1 and y0 < centre[1] < y1
+    assert iou(landmark_box_from_detection((x0, y0, x1, y1)), truth) > 0.5
+
+
+@needs_cascade
+def test_no_face_is_a_clear_error(export, tmp_path):
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 240, 3), 127, np.uint8))
+    assert detect_faces(np.full((200, 240), 127, np.uint8)) == []
+    with pytest.raises(KDError, match="no face found in .*blank.png"):
+        LandmarkDetector.load(export[0]).predict(blank)
+    with pytest.raises(KDError, match="no face found in .*blank.png"):
+        predict_files(export[0], [blank], tmp_path / "out")
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.real_fixtures
+@needs_cascade
+def test_detection_to_landmark_box_calibration_on_real_faces(lfpw):
+    raw, mapped = [], []
+    for path in lfpw[10:16]:  # not the whole set the constants were estimated on
+        truth = box_from_landmarks(read_pts(path.with_suffix(".pts")))
+        found = largest_face(read_image(path, "rgb"), path)
+        raw.append(iou(found, truth))
+        mapped.append(iou(landmark_box_from_detection(found), truth))
+    assert np.median(mapped) > 0.7 and np.median(mapped) > np.median(raw)
+
+
+@pytest.mark.real_fixtures
+@needs_cascade
+def test_predict_files_writes_one_based_pts_and_overlays(export, shared_fixtures, tmp_path):
+    path = shared_fixtures / "faces-300w" / "einstein.jpg"
+    detector = LandmarkDetector.load(export[0])
+    records = predict_files(detector, [path], tmp_path / "out", overlay=True)
+    points = detector.predict(path)
+    written = tmp_path / "out" / "einstein.pts"
+    lines = written.read_text().splitlines()
+    assert lines[:3] == ["version: 1", "n_points: 68", "{"] and lines[-1] == "}"
+    first = [float(v) for v in lines[3].split()]
+    np.testing.assert_allclose(first, points[0] + 1.0, atol=1e-3)  # 1-based on disk
+    np.testing.assert_allclose(read_pts(written), points, atol=1e-3)
+    overlay = cv2.imread(records[0]["overlay"])
+    assert overlay.shape == read_image(path, "rgb").shape
+
+
+def test_group_rectangles_by_hand():
+    # three near-identical boxes form one cluster averaged to (10, 10, 20, 20); a lone box is dropped
+    rects = [(9, 10, 20, 20), (11, 10, 20, 20), (10, 10, 20, 20), (100, 100, 30, 30)]
+    assert group_rectangles(rects, 2) == [(10, 10, 20, 20)]
+    assert group_rectangles(rects, 3) == []
+    # a weak cluster inside a strong one disappears
+    inner = [(14, 14, 8, 8)] * 2
+    assert group_rectangles(rects[:3] + inner, 1) == [(10, 10, 20, 20)]
+
+
+def test_input_errors(export, tmp_path):
+    detector = LandmarkDetector.load(export[0])
+    with pytest.raises(DataError, match=r"\(50, 50, 4\)"):
+        detector.predict(np.zeros((50, 50, 4), np.uint8), box=(10, 10, 40, 40))
+    with pytest.raises(KDError, match="Haar cascade file not found"):
+        find_cascade(tmp_path / "missing.xml")
+    folder = tmp_path / "copy"
+    shutil.copytree(export[0], folder)
+    (folder / "model.json").unlink()
+    with pytest.raises(KDError, match="model.json"):
+        LandmarkDetector.load(folder)
+    with pytest.raises(KDError, match="not a landmark export"):
+        LandmarkDetector(lambda x: x, {"task": "classification", "input": {}})
