@@ -6,7 +6,9 @@ from collections import Counter
 from pathlib import Path
 
 from kdcore.cv import FoldManifest, FoldSplit, make_fold_manifest
+from kdcore.engine import is_main_process
 from kdcore.errors import ConfigError, DataError
+from kdcore.experiment import main_process_first
 from kdcore.logs import get_logger
 from kdcore.rundir import RunDir
 
@@ -27,13 +29,19 @@ def resolve_data(recipe: FaceRecipe, run_path: Path | None) -> tuple[Path, str]:
         root = Path(data.root) if data.root else (run_path / "data" if run_path else None)
         if root is None:
             raise ConfigError("data.root: a synthetic dataset needs a folder (--data-root DIR)")
-        from .synth import is_synthetic_output, write_synthetic_faces
+        synth = data.synthetic
 
-        if not is_synthetic_output(root) or not (root / "subjects.csv").exists():
-            synth = data.synthetic
+        def generate() -> None:
+            from .synth import is_synthetic_output, write_synthetic_faces
+
+            if is_synthetic_output(root) and (root / "subjects.csv").exists():
+                return
             log.info("writing %d synthetic faces to %s", synth.faces, root)
             write_synthetic_faces(root, synth.faces, seed=synth.seed, image_size=tuple(synth.image_size),
                                   subjects=synth.subjects)
+
+        # Every rank passes the same barrier; only rank 0 writes (DDP ranks share the folder).
+        main_process_first(generate)
         return root, "folder"
     if not data.root:
         raise ConfigError(f"data.root: required for data.format {data.format!r} (pass --data-root DIR)")
@@ -47,8 +55,9 @@ def prepare_faces(recipe: FaceRecipe, run: RunDir) -> list[FaceRecord]:
     root, fmt = resolve_data(recipe, run.path)
     report = audit_faces(root, fmt)
     excluded = set(integrity_gate(report, exclude=recipe.data.on_bad_image == "exclude"))
-    run.write_json("audit.json", {**report.to_dict(), "excluded": sorted(excluded),
-                                  "on_bad_image": recipe.data.on_bad_image})
+    if is_main_process():
+        run.write_json("audit.json", {**report.to_dict(), "excluded": sorted(excluded),
+                                      "on_bad_image": recipe.data.on_bad_image})
     records = [r for r in report.records if r.record_id not in excluded]
     if excluded:
         log.warning("leaving out %d face(s) as the recipe allows (listed in audit.json)", len(excluded))

@@ -159,7 +159,8 @@ class HaarCascade:
                 weight = self._weights[feature, k]
                 if weight != 0:
                     i = 4 * k
-                    box = corner(r[i], c[i]) - corner(r[i + 1], c[i + 1]) - corner(r[i + 2], c[i + 2]) + corner(r[i + 3], c[i + 3])
+                    box = (corner(r[i], c[i]) - corner(r[i + 1], c[i + 1])
+                           - corner(r[i + 2], c[i + 2]) + corner(r[i + 3], c[i + 3]))
                     value = value + weight * box.astype(np.float32)
             score += np.where(value * scale < threshold, left, right)
         return score >= stage.threshold
@@ -183,7 +184,8 @@ class HaarCascade:
 
         def inner_sum(table: np.ndarray) -> np.ndarray:  # the window less a 1-pixel border
             top, bottom, left, right = stride, (win_h - 1) * stride, 1, win_w - 1
-            return table[base + bottom + right] - table[base + top + right] - table[base + bottom + left] + table[base + top + left]
+            return (table[base + bottom + right] - table[base + top + right]
+                    - table[base + bottom + left] + table[base + top + left])
 
         area = (win_w - 2) * (win_h - 2)
         norm = np.sqrt(np.maximum(area * inner_sum(squares) - inner_sum(total).astype(np.float64) ** 2, 0.0))

@@ -26,8 +26,9 @@ from facekd.io import read_pts
 from facekd.preprocess import normalize_rgb
 from facekd.schemes import get_scheme
 from kdcore.errors import DataError, KDError
-from kdcore.export import (RunModel, assert_no_absolute_paths, export_model, find_run_models, load_run_model, pick_items, report_means,
-                           read_run_file, run_data_root, run_items, run_source, select_folds)
+from kdcore.export import (RunModel, assert_no_absolute_paths, export_model, find_run_models, load_run_model,
+                           pick_items, read_run_file, report_means, run_data_root, run_items, run_source,
+                           select_folds)
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
                               render_model_card, source_section, write_model_card)
@@ -88,7 +89,8 @@ def face_contract(entry: RunModel) -> dict[str, Any]:
                    "to_image": "invert the crop's 2x3 affine matrix (facekd.geometry.invert_affine)"},
         "detector": {"cascade": CASCADE_NAME, "scale_factor": 1.1, "min_neighbors": 3, "max_side": 800,
                      "pick": "largest face", "to_landmark_box": dict(DETECTION_TO_LANDMARK_BOX),
-                     "to_landmark_box_rule": "side = mean(w, h); centre += (dx, dy) * side; size = (width, height) * side"},
+                     "to_landmark_box_rule": "side = mean(w, h); centre += (dx, dy) * side; "
+                                             "size = (width, height) * side"},
         "tta": {"hflip": "predict(tta=True): mean with the mirrored crop's points, mirrored back and relabelled "
                          "by flip_permutation"},
         "source": run_source(entry),
@@ -140,7 +142,8 @@ def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8) -> tupl
                 box = tuple(float(v) for v in item["box"])
             else:
                 faces = detect_faces(image)
-                box = landmark_box_from_detection(faces[0]) if faces else (0.0, 0.0, image.shape[1] - 1.0, image.shape[0] - 1.0)
+                whole = (0.0, 0.0, image.shape[1] - 1.0, image.shape[0] - 1.0)
+                box = landmark_box_from_detection(faces[0]) if faces else whole
             crop, _ = crop_face(image, box, size, margin)
             arrays.append(normalize_rgb(crop, spec["mean"], spec["std"]))
             files.append(path)
@@ -225,6 +228,7 @@ def export_run(run_dir: str | os.PathLike, folds: int | Sequence[int] | str | No
     models = find_run_models(run_dir, model)
     chosen = select_folds(models, folds)
     out = Path(out_dir) if out_dir is not None else run_dir / "export" / model
-    results = [export_fold(models[k], out if len(chosen) == 1 else out / f"fold_{k}", formats, n_inputs) for k in chosen]
+    results = [export_fold(models[k], out if len(chosen) == 1 else out / f"fold_{k}", formats, n_inputs)
+               for k in chosen]
     selected = ("best validation score" if folds is None else "all folds" if folds == "all" else "requested")
     return {"run": run_dir.name, "model": model, "selected_by": selected, "out_dir": str(out), "folds": results}

@@ -26,12 +26,13 @@ def run_pipeline(recipe: FaceRecipe, out: str | Path, folds: Sequence[int] | Non
                  resume: bool = True, build_report: bool = True) -> RunDir:
     started = time.perf_counter()
     seed_everything(recipe.seed, deterministic=recipe.runtime.deterministic)
-    run = open_run(recipe, out)
     init_from_env(resolve_device(recipe.runtime.device))
+    run = open_run(recipe, out)
     records = prepare_faces(recipe, run)
     manifest = manifest_for_run(run, build_manifest(recipe, records))
+    root, _ = resolve_data(recipe, run.path)  # every rank: it passes a barrier
     if is_main_process():
-        write_dataset_index(run, records, resolve_data(recipe, run.path)[0])
+        write_dataset_index(run, records, root)
 
     def spec(role: str, requires: tuple[str, ...] = ()) -> ModelSpec:
         return ModelSpec(role, lambda ctx: train_role(role, recipe, records, ctx), requires)

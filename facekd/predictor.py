@@ -76,7 +76,8 @@ class LandmarkDetector:
         self._flip = contract.get("flip_permutation")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: Backend | None = None, threads: int | None = None) -> "LandmarkDetector":
+    def load(cls, path: str | os.PathLike, backend: Backend | None = None,
+             threads: int | None = None) -> "LandmarkDetector":
         """Load an export folder (``backend`` picks the file, default ONNX) or a model file with its sidecar."""
         run, contract, backend, _ = load_runner(path, backend, threads)
         return cls(run, contract, backend)
@@ -148,7 +149,8 @@ def predict_files(model: LandmarkDetector | str | os.PathLike, images: Iterable[
     stems: dict[str, Path] = {}
     for path in paths:
         if path.stem in stems:
-            raise KDError(f"{path} and {stems[path.stem]} would both write {path.stem}.pts; rename one or run them separately")
+            raise KDError(f"{path} and {stems[path.stem]} would both write {path.stem}.pts; "
+                          "rename one or run them separately")
         stems[path.stem] = path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

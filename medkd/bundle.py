@@ -72,6 +72,9 @@ def bundle_metadata(contract: Mapping[str, Any]) -> dict[str, Any]:
     channel_def = {str(i): name for i, name in enumerate(classes)}
     size = int(spec["size"])
     commit = source.get("git_commit")
+    role = contract.get("role") or source.get("role")
+    what = {"student": "student distilled from a larger teacher", "teacher": "teacher",
+            "baseline": "baseline trained without distillation"}.get(role, f"{role or 'model'}")
     return {
         "schema": SCHEMA_URL,
         "version": BUNDLE_VERSION,
@@ -80,11 +83,11 @@ def bundle_metadata(contract: Mapping[str, Any]) -> dict[str, Any]:
         "monai_version": versions["monai"],
         "pytorch_version": versions["torch"],
         "numpy_version": versions["numpy"],
-        "required_packages_version": {"timm": versions["timm"], "opencv-python-headless": versions["opencv-python-headless"],
-                                      "pillow": versions["pillow"]},
-        "name": f"Retinal OCT B-scan classification ({contract['arch']}, distilled student)",
+        "required_packages_version": {"timm": versions["timm"], "pillow": versions["pillow"],
+                                      "opencv-python-headless": versions["opencv-python-headless"]},
+        "name": f"Retinal OCT B-scan classification ({contract['arch']}, {what})",
         "task": f"Retinal OCT B-scan classification into {', '.join(classes)}",
-        "description": (f"A {contract['arch']} student distilled from a larger teacher (KD-OCT recipe "
+        "description": (f"A {contract['arch']} {what} (KD-OCT recipe "
                         f"{source.get('recipe')!r}, fold {source.get('fold')}, fold manifest {source.get('manifest')}, "
                         f"code commit {commit[:12] if commit else 'unknown'}). Input: one greyscale B-scan letterboxed "
                         f"to {size}x{size} (aspect kept, black padding) and standardised. Output: class logits; "
@@ -93,7 +96,8 @@ def bundle_metadata(contract: Mapping[str, Any]) -> dict[str, Any]:
         "copyright": "Copyright (c) the owner of the training run; code and configs Apache-2.0 (see LICENSE)",
         "data_source": DATA_SOURCES.get(data_format, f"dataset format {data_format!r} (see the run's data card)"),
         "data_type": "jpeg/png greyscale images",
-        "image_classes": f"single channel greyscale B-scan, letterboxed to {size}x{size}, (x / 255 - {spec['mean'][0]}) / {spec['std'][0]}",
+        "image_classes": (f"single channel greyscale B-scan, letterboxed to {size}x{size}, "
+                          f"(x / 255 - {spec['mean'][0]}) / {spec['std'][0]}"),
         "label_classes": f"one label per image: {', '.join(f'{i} = {c}' for i, c in enumerate(classes))}",
         "pred_classes": f"{len(classes)} logits in the order {', '.join(classes)}; softmax gives class probabilities",
         "eval_metrics": contract.get("metrics", {}),
@@ -145,18 +149,22 @@ def bundle_inference_config(contract: Mapping[str, Any]) -> dict[str, Any]:
             {"_target_": "Lambdad", "keys": "image", "func": "@letterbox_resize"},
             {"_target_": "SpatialPadd", "keys": "image", "spatial_size": ["@input_size", "@input_size"],
              "method": "symmetric", "mode": "constant", "value": 0},
-            {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": lo, "b_max": hi},
+            {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0,
+             "b_min": lo, "b_max": hi},
             {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32", "track_meta": False},
         ]},
         "postprocessing": "$lambda logits: torch.softmax(logits.float(), dim=1)",
-        "datalist": f"$sorted(f for f in glob.glob(os.path.join(@input_dir, '*')) if f.lower().endswith({IMAGE_SUFFIXES!r}))",
-        "predict": "$lambda path: @postprocessing(@network(@preprocessing({'image': path})['image'][None].to(@device)))[0].tolist()",
+        "datalist": ("$sorted(f for f in glob.glob(os.path.join(@input_dir, '*')) "
+                     f"if f.lower().endswith({IMAGE_SUFFIXES!r}))"),
+        "predict": ("$lambda path: @postprocessing(@network("
+                    "@preprocessing({'image': path})['image'][None].to(@device)))[0].tolist()"),
         "write_predictions": ("$lambda rows: csv.writer(open(@output_file, 'w', newline='')).writerows("
                               "[['image', 'class'] + ['prob_' + c for c in @class_names]] + "
                               "[[os.path.basename(f), @class_names[max(range(len(p)), key=p.__getitem__)]] + "
                               "['%.6f' % v for v in p] for f, p in rows])"),
         "initialize": [
-            "$@network.load_state_dict(torch.load(os.path.join(@bundle_root, 'models', 'model.pt'), map_location=@device, weights_only=True))",
+            ("$@network.load_state_dict(torch.load(os.path.join(@bundle_root, 'models', 'model.pt'), "
+             "map_location=@device, weights_only=True))"),
             "$@network.eval()",
             "$torch.set_grad_enabled(False)",
         ],
@@ -165,8 +173,9 @@ def bundle_inference_config(contract: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_bundle(bundle_dir: str | os.PathLike, model: Any, contract: Mapping[str, Any], *, torchscript: str | os.PathLike,
-                 onnx: str | os.PathLike | None = None, readme: str = "", data_license: str = "") -> Path:
+def write_bundle(bundle_dir: str | os.PathLike, model: Any, contract: Mapping[str, Any], *,
+                 torchscript: str | os.PathLike, onnx: str | os.PathLike | None = None, readme: str = "",
+                 data_license: str = "") -> Path:
     """Write the bundle folder from an exported model (TorchScript from the export, state dict from ``model``)."""
     import torch
     from monai.data import save_net_with_metadata
@@ -179,7 +188,8 @@ def write_bundle(bundle_dir: str | os.PathLike, model: Any, contract: Mapping[st
     inference = bundle_inference_config(contract)
     atomic_write_json(bundle / "configs" / "metadata.json", metadata)
     atomic_write_json(bundle / "configs" / "inference.json", inference)
-    atomic_torch_save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, bundle / "models" / "model.pt")
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    atomic_torch_save(state, bundle / "models" / "model.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit deprecation: TorchScript is what MONAI bundles carry
         traced = torch.jit.load(str(torchscript), map_location="cpu")
@@ -203,17 +213,25 @@ def bundle_preprocessing(bundle_dir: str | os.PathLike) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         transform = parser.get_parsed_content("preprocessing")
-    return lambda path: transform({"image": str(path)})["image"]
+
+    def run(path: str | os.PathLike) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MONAI warns that PIL's read-only arrays become tensors
+            return transform({"image": str(path)})["image"]
+
+    return run
 
 
 def verify_bundle(bundle_dir: str | os.PathLike, schema: str | os.PathLike | None = None) -> dict[str, Any]:
     """MONAI's checks in-process: network input/output against the metadata, and (given a local copy of the
-    schema, since none can be downloaded here) the metadata against the bundle schema."""
+    schema, here or in ``KDVISION_MONAI_SCHEMA``; offline machines cannot download it) the metadata against
+    the bundle schema."""
     import tempfile
 
     from monai.bundle import verify_metadata, verify_net_in_out
 
     bundle = Path(bundle_dir)
+    schema = schema or os.environ.get("KDVISION_MONAI_SCHEMA") or None
     meta, config = bundle / "configs" / "metadata.json", bundle / "configs" / "inference.json"
     for needed in (meta, config, bundle / "models" / "model.pt"):
         if not needed.is_file():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kdcore.engine import is_main_process
 from kdcore.errors import ConfigError
+from kdcore.experiment import main_process_first
 from kdcore.logs import get_logger
 from kdcore.rundir import RunDir
 
@@ -23,14 +25,20 @@ def resolve_data(recipe: OCTRecipe, run_path: Path | None) -> tuple[Path, str]:
         root = Path(data.root) if data.root else (run_path / "data" if run_path else None)
         if root is None:
             raise ConfigError("data.root: a synthetic dataset needs a folder (--data-root DIR)")
-        if not (root / "data_information.csv").exists():
+        synth = data.synthetic
+
+        def generate() -> None:
+            if (root / "data_information.csv").exists():
+                return
             from .synth import write_synthetic_oct
 
-            synth = data.synthetic
             log.info("writing a synthetic NEH-layout dataset (%d patients) to %s", synth.patients, root)
             write_synthetic_oct(root, n_patients=synth.patients, seed=synth.seed, image_size=tuple(synth.image_size),
                                 scans_per_eye=tuple(synth.scans_per_eye), lesion_strength=synth.lesion_strength,
                                 noise=synth.noise)
+
+        # Every rank passes the same barrier; only rank 0 writes (DDP ranks share the folder).
+        main_process_first(generate)
         return root, "neh"
     if not data.root:
         raise ConfigError(f"data.root: required for data.format {data.format!r} (pass --data-root DIR)")
@@ -47,8 +55,9 @@ def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:
     report = audit_oct(root, fmt, subset=subset or "all", near_duplicates=recipe.data.near_duplicates, mode=mode,
                        n_folds=recipe.cv.folds if mode == "cv" else None)
     excluded = integrity_gate(report, exclude=recipe.data.on_bad_image == "exclude")
-    run.write_json("audit.json", {**report.to_dict(), "excluded": sorted(excluded),
-                                  "on_bad_image": recipe.data.on_bad_image})
+    if is_main_process():
+        run.write_json("audit.json", {**report.to_dict(), "excluded": sorted(excluded),
+                                      "on_bad_image": recipe.data.on_bad_image})
     dataset = load_oct_dataset(root, fmt, subset=subset, classes=recipe.data.classes)
     if excluded:
         log.warning("leaving out %d unreadable image(s) as the recipe allows (listed in audit.json)", len(excluded))

@@ -26,8 +26,8 @@ import numpy as np
 
 from kdcore.errors import KDError
 from kdcore.export import (ATOL, RTOL, RunModel, assert_no_absolute_paths, check_parity, compare_outputs, export_model,
-                           find_run_models, load_run_model, pick_items, report_means, read_run_file, run_data_root, run_items,
-                           run_source, select_folds, torch_runner, write_parity)
+                           find_run_models, load_run_model, pick_items, read_run_file, report_means, run_data_root,
+                           run_items, run_source, select_folds, torch_runner, write_parity)
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
                               render_model_card, source_section, write_model_card)
@@ -100,7 +100,8 @@ def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8) -> tupl
             if not relative or len(arrays) >= n:
                 continue
             try:
-                arrays.append(preprocess(read_image(root / str(relative), "gray"), int(spec["size"]), spec["mean"], spec["std"]))
+                scan = read_image(root / str(relative), "gray")
+                arrays.append(preprocess(scan, int(spec["size"]), spec["mean"], spec["std"]))
                 files.append(root / str(relative))
             except ImageReadError as exc:
                 skipped.append(f"{relative}: {exc.reason}")
@@ -182,9 +183,11 @@ def _export_bundle(model: Any, out_dir: Path, contract: dict[str, Any], inputs: 
     from kdcore.export import torchscript_runner
     from medkd.bundle import bundle_preprocessing, verify_bundle, write_bundle
 
-    bundle = write_bundle(out_dir / "bundle", model, contract, torchscript=out_dir / "model.ts", onnx=out_dir / "model.onnx")
-    checks = check_parity(torch_runner(model), {"bundle/models/model.ts": torchscript_runner(bundle / "models" / "model.ts")},
-                          inputs, classification=True, inputs_kind="real" if files else "synthetic", raise_on_failure=False)
+    bundle = write_bundle(out_dir / "bundle", model, contract, torchscript=out_dir / "model.ts",
+                          onnx=out_dir / "model.onnx")
+    bundled = {"bundle/models/model.ts": torchscript_runner(bundle / "models" / "model.ts")}
+    checks = check_parity(torch_runner(model), bundled, inputs, classification=True,
+                          inputs_kind="real" if files else "synthetic", raise_on_failure=False)
     extra: dict[str, Any] = {}
     if files:  # the bundle's own MONAI preprocessing against medkd.preprocess, on the same image files
         monai_pre = bundle_preprocessing(bundle)

@@ -63,8 +63,8 @@ def run_pipeline(recipe: OCTRecipe, out: str | Path, folds: Sequence[int] | None
     """Train teacher, student and baseline on each requested fold, then write the report when all are done."""
     started = time.perf_counter()
     seed_everything(recipe.seed, deterministic=recipe.runtime.deterministic)
-    run = open_run(recipe, out)
     init_from_env(resolve_device(recipe.runtime.device))
+    run = open_run(recipe, out)
     dataset = prepare_dataset(recipe, run)
     manifest = manifest_for_run(run, build_manifest(recipe, dataset))
     if is_main_process():

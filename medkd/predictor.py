@@ -80,7 +80,8 @@ class OCTClassifier:
         self._mean, self._std = tuple(spec["mean"]), tuple(spec["std"])
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: Backend | None = None, threads: int | None = None) -> "OCTClassifier":
+    def load(cls, path: str | os.PathLike, backend: Backend | None = None,
+             threads: int | None = None) -> "OCTClassifier":
         """Load an export folder (``backend`` picks the file, default ONNX) or a model file with its sidecar."""
         run, contract, backend, _ = load_runner(path, backend, threads)
         return cls(run, contract, backend)
@@ -104,7 +105,8 @@ class OCTClassifier:
         """Class -> probability for one B-scan (path or array)."""
         return dict(zip(self.classes, self.predict_proba([image], tta)[0].tolist()))
 
-    def predict_batch(self, images: Sequence[ImageLike], tta: bool = False, batch_size: int = 16) -> list[dict[str, float]]:
+    def predict_batch(self, images: Sequence[ImageLike], tta: bool = False,
+                      batch_size: int = 16) -> list[dict[str, float]]:
         return [dict(zip(self.classes, row.tolist())) for row in self.predict_proba(images, tta, batch_size)]
 
 

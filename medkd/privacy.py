@@ -27,6 +27,9 @@ def load_or_create_salt(run_path: Path, salt: str | None) -> str:
 
 
 def pseudonymise(dataset: OCTDataset, run_path: Path, salt: str | None) -> OCTDataset:
+    from kdcore.experiment import main_process_first
+
+    main_process_first(lambda: load_or_create_salt(run_path, salt))  # rank 0 creates it, then all read it
     key = load_or_create_salt(run_path, salt).encode()
 
     def hashed(patient: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -12,23 +11,41 @@ from torch.utils.data import DataLoader, Dataset
 
 from .cv import FoldManifest, load_manifest
 from .device import loader_options
-from .engine.distributed import is_main_process, rank, world_size
+from .engine.distributed import barrier, is_main_process, rank, world_size
 from .errors import DataError
-from .logs import set_progress, setup_logging
+from .logs import get_logger, set_progress, setup_logging
 from .models import count_flops, count_parameters, measure_latency
 from .rundir import RunDir
 from .sampling import SeededSampler
 from .seeding import derive_seed, seed_worker
 
-__all__ = ["open_run", "manifest_for_run", "train_loader", "eval_loader", "profile_models"]
+__all__ = ["open_run", "manifest_for_run", "train_loader", "eval_loader", "profile_models", "main_process_first"]
+
+
+def main_process_first(make: Callable[[], None]) -> None:
+    """Run ``make`` (e.g. writing a synthetic dataset) on rank 0 while the other ranks wait for it."""
+    if is_main_process():
+        make()
+    barrier()
 
 
 def open_run(recipe, out: str | os.PathLike) -> RunDir:
     """Create or reopen the run folder; the recipe minus ``runtime`` must match a run already there."""
     comparable = {k: v for k, v in recipe.model_dump(mode="json").items() if k != "runtime"}
-    run = RunDir.create(out, recipe, recipe.seed, comparable=comparable)
+    # Under DDP rank 0 owns every file of the run; the other ranks only read what it wrote.
+    if is_main_process():
+        run = RunDir.create(out, recipe, recipe.seed, comparable=comparable)
+    barrier()
+    if not is_main_process():
+        setup_logging(level="WARNING")
+        return RunDir(out)
     setup_logging(logfile=run.path / "run.log")
     set_progress(recipe.runtime.progress)
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        get_logger(__name__).info("DDP: world size %d, %s backend, rank 0 writes the run folder", world_size(),
+                                  dist.get_backend())
     return run
 
 
@@ -43,6 +60,7 @@ def manifest_for_run(run: RunDir, manifest: FoldManifest) -> FoldManifest:
         return stored
     if is_main_process():
         manifest.save(path)
+    barrier()
     return manifest
 
 

@@ -39,12 +39,15 @@ from .atomic import atomic_write_json
 from .errors import KDError
 
 __all__ = [
-    "SIDECAR", "ONNX_OPSET", "ATOL", "RTOL", "ParityCheck", "export_onnx", "export_torchscript", "onnx_runner",
-    "torchscript_runner", "torch_runner", "compare_outputs", "check_parity", "measure_latency_ms",
-    "machine_info", "package_versions", "write_sidecar", "read_sidecar", "find_absolute_paths",
-    "assert_no_absolute_paths", "resolve_export", "load_runner", "RunModel", "find_run_models", "lower_is_better",
-    "select_folds", "load_run_model", "read_run_file", "run_source", "report_means", "run_data_root", "run_items", "pick_items",
-    "export_model", "measure_export_latency", "write_parity",
+    # exporting and checking
+    "SIDECAR", "ONNX_OPSET", "ATOL", "RTOL", "ParityCheck", "export_onnx", "export_torchscript", "compare_outputs",
+    "check_parity", "write_parity", "export_model", "measure_latency_ms", "measure_export_latency", "machine_info",
+    "package_versions", "write_sidecar", "read_sidecar", "find_absolute_paths", "assert_no_absolute_paths",
+    # running exported files
+    "onnx_runner", "torchscript_runner", "torch_runner", "resolve_export", "load_runner",
+    # reading run folders
+    "RunModel", "find_run_models", "lower_is_better", "select_folds", "load_run_model", "read_run_file", "run_source",
+    "report_means", "run_data_root", "run_items", "pick_items",
 ]
 
 SIDECAR = "model.json"  # beside model.onnx / model.ts / model.safetensors: Path(f).with_suffix(".json")
@@ -83,7 +86,8 @@ def export_onnx(model: Any, example: Any, path: str | os.PathLike, opset: int = 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if example.shape[0] < 2:
-        raise ValueError(f"export example needs a batch of at least 2 (a batch of 1 is specialised), got {tuple(example.shape)}")
+        raise ValueError(f"export example needs a batch of at least 2 (a batch of 1 is specialised), "
+                         f"got {tuple(example.shape)}")
     model = model.eval()
     tmp = path.with_name(f".{path.name}.tmp")
     exporter, fallback_reason = "dynamo", None
@@ -237,7 +241,7 @@ class ParityCheck:
     rtol: float
     passed: bool
     argmax_agreement: float | None = None  # classification: share of inputs with the same top class
-    argmax_near_ties: int | None = None    # of the disagreements, those where the reference's top-2 gap <= 2 * tolerance
+    argmax_near_ties: int | None = None    # disagreements where the reference's top-2 gap <= 2 * tolerance
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -374,7 +378,8 @@ def find_absolute_paths(folder: str | os.PathLike, needles: Sequence[str | os.Pa
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = file.read_bytes()
         for root in roots:
-            if any((root + end).encode() in data for end in ("/", '"', "'", " ", "\n", "\\")) or data.endswith(root.encode()):
+            ends = ("/", '"', "'", " ", "\n", "\\")
+            if any((root + end).encode() in data for end in ends) or data.endswith(root.encode()):
                 hits.append((str(file.relative_to(folder)), root))
                 break
     return hits
@@ -524,7 +529,8 @@ def load_run_model(entry: RunModel) -> Any:
     missing = [k for k in ("arch", "num_outputs") if k not in meta]
     if missing:
         raise KDError(f"{entry.weights.with_suffix('.json')}: missing keys {missing}")
-    model = create_model(meta["arch"], int(meta["num_outputs"]), pretrained=False, in_chans=int(meta.get("in_chans", 3)))
+    model = create_model(meta["arch"], int(meta["num_outputs"]), pretrained=False,
+                         in_chans=int(meta.get("in_chans", 3)))
     result = model.load_state_dict(load_weights(entry.weights), strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise KDError(f"{entry.weights}: weights do not fit {meta['arch']!r} (missing {list(result.missing_keys)[:5]}, "
@@ -679,7 +685,8 @@ def export_model(model: Any, inputs: np.ndarray, out_dir: str | os.PathLike, con
             "contract": contract}
 
 
-def measure_export_latency(model: Any, out_dir: str | os.PathLike, one: np.ndarray, formats: Iterable[str]) -> dict[str, Any]:
+def measure_export_latency(model: Any, out_dir: str | os.PathLike, one: np.ndarray,
+                           formats: Iterable[str]) -> dict[str, Any]:
     """Batch-1 latency of the PyTorch model and the exported files, on one thread each.
 
     One thread: on shared or busy cores, multi-threaded timings swing by orders of magnitude (OpenMP
@@ -703,7 +710,8 @@ def measure_export_latency(model: Any, out_dir: str | os.PathLike, one: np.ndarr
     return latency
 
 
-def write_parity(out_dir: str | os.PathLike, checks: Sequence[ParityCheck], extra: Mapping[str, Any] | None = None) -> Path:
+def write_parity(out_dir: str | os.PathLike, checks: Sequence[ParityCheck],
+                 extra: Mapping[str, Any] | None = None) -> Path:
     """``parity.json``: the rule, and each artefact's numbers (merged with checks already in the file)."""
     path = Path(out_dir) / "parity.json"
     existing = read_run_file(out_dir, "parity.json") or {}

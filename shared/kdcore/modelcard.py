@@ -40,12 +40,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def source_section(source: Mapping[str, Any]) -> str:
     commit = source.get("git_commit")
-    commit_text = "unknown (no environment.json)" if not commit else commit[:12] + (" (uncommitted changes)" if source.get("git_dirty") else "")
+    if not commit:
+        commit_text = "unknown (no environment.json)"
+    else:
+        commit_text = commit[:12] + (" (uncommitted changes)" if source.get("git_dirty") else "")
     rows = [("recipe", source.get("recipe")), ("run folder", source.get("run")), ("fold", source.get("fold")),
             ("model", f"{source.get('model')} ({source.get('role') or 'role unknown'})"),
             ("fold manifest", source.get("manifest")), ("code commit", commit_text),
             ("weights kept", source.get("kept")), ("best epoch", source.get("best_epoch")),
-            ("validation score", f"{format_value(source.get('best_score'))} ({source.get('monitor') or 'monitor unknown'})")]
+            ("validation score",
+             f"{format_value(source.get('best_score'))} ({source.get('monitor') or 'monitor unknown'})")]
     return "## Source\n\n" + _table(["", ""], rows)
 
 
@@ -57,7 +61,8 @@ def data_section(run_dir: str | os.PathLike, group_key: str = "patient", label_k
     data_cfg = config.get("data", {}) if isinstance(config, dict) else {}
     lines = ["## Data", ""]
     if isinstance(data_cfg, dict) and data_cfg.get("format"):
-        lines.append(f"Dataset format: `{data_cfg['format']}`" + (f", subset `{data_cfg['subset']}`" if data_cfg.get("subset") else "") + ".")
+        subset = f", subset `{data_cfg['subset']}`" if data_cfg.get("subset") else ""
+        lines.append(f"Dataset format: `{data_cfg['format']}`{subset}.")
     items = run_items(run_dir)
     if not items:
         lines.append("`dataset.json` is missing from the run folder: item counts unknown.")
@@ -76,7 +81,8 @@ def data_section(run_dir: str | os.PathLike, group_key: str = "patient", label_k
         excluded = audit.get("excluded", []) if isinstance(audit, dict) else []
         severity = Counter(str(f.get("severity", "unknown")) for f in findings if isinstance(f, dict))
         text = ", ".join(f"{n} {s}" for s, n in sorted(severity.items())) or "none"
-        lines.append(f"Integrity audit findings: {text}; excluded items: {len(excluded) if isinstance(excluded, list) else excluded}.")
+        n_excluded = len(excluded) if isinstance(excluded, list) else excluded
+        lines.append(f"Integrity audit findings: {text}; excluded items: {n_excluded}.")
     return "\n".join(lines)
 
 
@@ -88,7 +94,7 @@ def folds_section(run_dir: str | os.PathLike, fold: int, group_name: str = "pati
     rows = [(f.get("fold"), len(f.get("train", [])), len(f.get("val", [])), len(f.get("test", []))) for f in folds]
     text = [f"## Folds", "",
             f"{manifest.get('n_folds', len(folds))}-fold cross-validation grouped by {group_name} (manifest "
-            f"`{manifest.get('sha', 'unknown')}`, seed {manifest.get('seed', 'unknown')}): no {group_name[:-1] if group_name.endswith('s') else group_name} "
+            f"`{manifest.get('sha', 'unknown')}`, seed {manifest.get('seed', 'unknown')}): no {group_name.rstrip('s')} "
             f"is in two parts of a fold. This export is fold {fold}: trained on its train part, model "
             f"selection on its validation part, its test part never seen in training.", "",
             _table([f"fold", f"train {group_name}", f"val {group_name}", f"test {group_name}"], rows)]
@@ -113,11 +119,13 @@ def metrics_section(report: Mapping[str, Any] | None, model: str, preferred: Seq
         reason = "`report.json` is missing" if report is None else f"`report.json` has no summary for {model!r}"
         return "\n".join(lines + [f"{reason}: build it with the `report` command, then export again. No "
                                   "performance claim can be made from this card."])
-    names = [m for m in preferred if m in summary] + sorted(m for m in summary if m not in preferred and m not in calibration)
+    names = [m for m in preferred if m in summary]
+    names += sorted(m for m in summary if m not in preferred and m not in calibration)
     rows = [(name, summary[name].get("mean"), summary[name].get("std"), _ci(summary[name].get("ci95")))
             for name in names if isinstance(summary[name], Mapping)]
     lines += ["Out-of-fold test results over all folds (mean, standard deviation over folds, 95% interval "
-              "as given by the report):", "", _table(["metric", "mean", "std", "95% CI"], rows), "", "### Calibration", ""]
+              "as given by the report):", "", _table(["metric", "mean", "std", "95% CI"], rows), "",
+              "### Calibration", ""]
     found = [(n, summary[n].get("mean"), summary[n].get("std"), _ci(summary[n].get("ci95")))
              for n in calibration if isinstance(summary.get(n), Mapping)]
     lines.append(_table(["metric", "mean", "std", "95% CI"], found) if found else
@@ -127,12 +135,13 @@ def metrics_section(report: Mapping[str, Any] | None, model: str, preferred: Seq
 
 def parity_section(checks: Sequence[Mapping[str, Any]], extra: str = "") -> str:
     rows = [(c["artefact"], c["n_inputs"], c["inputs"], c["max_abs_diff"], c["mean_abs_diff"], c["tolerance"],
-             "n/a" if c.get("argmax_agreement") is None else f"{c['argmax_agreement']:.0%}", "yes" if c["passed"] else "NO")
-            for c in checks]
+             "n/a" if c.get("argmax_agreement") is None else f"{c['argmax_agreement']:.0%}",
+             "yes" if c["passed"] else "NO") for c in checks]
+    header = ["artefact", "inputs", "kind", "max abs diff", "mean abs diff", "tolerance", "same argmax", "passed"]
     lines = ["## Export verification", "",
              "Each exported file was run on the same inputs as the PyTorch model (as one batch and one at a "
              "time); numbers are the absolute differences of the outputs (`parity.json`).", "",
-             _table(["artefact", "inputs", "kind", "max abs diff", "mean abs diff", "tolerance", "same argmax", "passed"], rows)]
+             _table(header, rows)]
     notes = {c.get("note") for c in checks if c.get("note")}
     lines += [f"\nNote: {n}" for n in sorted(notes)]
     if extra:

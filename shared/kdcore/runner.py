@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 from .atomic import atomic_write_json
 from .cv import FoldManifest, FoldSplit, load_manifest
+from .engine.distributed import barrier, is_main_process
 from .errors import ConfigError, DataError
 from .logs import get_logger
 from .predictions import read_predictions, write_predictions
@@ -139,9 +140,11 @@ class FoldRunner:
                 log.info("fold %d %s: training on %d train / %d val %ss, testing on %d", fold, spec.name,
                          len(split.train), len(split.val), self.manifest.group_name, len(split.test))
                 output = spec.train(context)
-                write_predictions(model_dir / "predictions.csv", output.predictions, output.columns)
-                atomic_write_json(model_dir / "done.json", {"model": spec.name, "fold": fold,
-                                                            "manifest": self.manifest.sha, **output.info})
+                if is_main_process():
+                    write_predictions(model_dir / "predictions.csv", output.predictions, output.columns)
+                    atomic_write_json(model_dir / "done.json", {"model": spec.name, "fold": fold,
+                                                                "manifest": self.manifest.sha, **output.info})
+                barrier()  # models of this fold that depend on this one read its files on every rank
 
     def completed_folds(self, name: str) -> list[int]:
         return [k for k in range(self.manifest.n_folds) if self.is_done(name, k)]

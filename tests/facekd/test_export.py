@@ -47,7 +47,8 @@ def make_face_run(base: Path, size: int = 32, data_root: Path | None = None, rep
     items = [{"id": Path(n).stem, "path": n, "subject": Path(n).stem, "subset": "test", "image_index": None}
              for n in names]
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"name": "tiny-face", "data": {"root": str(root), "format": "folder"}}))
+    config = {"name": "tiny-face", "data": {"root": str(root), "format": "folder"}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
     (run / "environment.json").write_text(json.dumps({"git": {"commit": "fedcba9876543210", "dirty": True}, "seed": 2}))
     (run / "dataset.json").write_text(json.dumps({"n_points": N_POINTS, "items": items}))
     manifest = make_fold_manifest([i["subject"] for i in items], None, 2, 0.5, seed=0, group_name="subject")
@@ -112,7 +113,8 @@ def test_onnx_matches_pytorch_on_a_landmark_crop(exported):
     config = yaml.safe_load((run / "config.yaml").read_text())
     item = json.loads((run / "dataset.json").read_text())["items"][0]
     image_path = Path(config["data"]["root"]) / item["path"]
-    crop, _ = crop_face(read_image(image_path, "rgb"), box_from_landmarks(read_pts(image_path.with_suffix(".pts"))), 32, 0.25)
+    box = box_from_landmarks(read_pts(image_path.with_suffix(".pts")))
+    crop, _ = crop_face(read_image(image_path, "rgb"), box, 32, 0.25)
     x = normalize_rgb(crop)[None]
     model = create_model("test_efficientnet", 2 * N_POINTS, in_chans=3)
     model.load_state_dict(load_weights(run / "folds" / "fold_0" / "student" / "model.safetensors"))
@@ -128,7 +130,8 @@ def test_sidecar_carries_the_crop_contract_and_scheme(exported):
     assert contract["task"] == "landmarks" and contract["n_points"] == 68 and contract["scheme"] == "ibug68"
     assert contract["input"]["crop_margin"] == 0.25 and contract["input"]["size"] == 32
     flip = contract["flip_permutation"]
-    assert sorted(flip) == list(range(68)) and flip[36] == 45 and flip[30] == 30  # outer eye corners swap, nose tip stays
+    assert sorted(flip) == list(range(68))
+    assert flip[36] == 45 and flip[30] == 30  # the outer eye corners swap, the nose tip stays
     assert contract["output"]["shape"] == ["batch", 136]
     assert set(contract["detector"]["to_landmark_box"]) == {"dx", "dy", "width", "height"}
     assert contract["source"]["git_dirty"] is True

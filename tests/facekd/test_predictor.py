@@ -32,7 +32,8 @@ def _cascade_available() -> bool:
     return True
 
 
-needs_cascade = pytest.mark.skipif(not _cascade_available(), reason="no Haar cascade file (apt-get install opencv-data)")
+needs_cascade = pytest.mark.skipif(not _cascade_available(),
+                                   reason="no Haar cascade file (apt-get install opencv-data)")
 
 
 @pytest.fixture(scope="module", autouse=True)

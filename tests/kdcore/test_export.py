@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,9 @@ def test_onnx_export_is_valid_dynamic_and_path_free(tiny, tmp_path):
 def test_torchscript_export_keeps_extra_files(tiny, tmp_path):
     export_torchscript(tiny, torch.randn(2, 3, 32, 32), tmp_path / "m.ts", {"model.json": '{"a": 1}'})
     files = {"model.json": ""}
-    torch.jit.load(str(tmp_path / "m.ts"), _extra_files=files)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit deprecation
+        torch.jit.load(str(tmp_path / "m.ts"), _extra_files=files)
     assert json.loads(files["model.json"]) == {"a": 1}
     x = np.ones((2, 3, 32, 32), np.float32)
     np.testing.assert_allclose(torchscript_runner(tmp_path / "m.ts")(x), torch_runner(tiny)(x), atol=1e-6)

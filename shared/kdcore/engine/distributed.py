@@ -9,7 +9,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["is_distributed", "is_main_process", "rank", "world_size", "wrap_ddp", "init_from_env",
-           "all_gather_objects", "broadcast_object"]
+           "all_gather_objects", "broadcast_object", "barrier"]
 
 
 def is_distributed() -> bool:
@@ -63,3 +63,9 @@ def broadcast_object(obj):
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has written a teacher that the students will read)."""
+    if is_distributed():
+        dist.barrier()
