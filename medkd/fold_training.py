@@ -97,7 +97,8 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
     tensorboard = TensorBoardLogger(ctx.run.path / "tensorboard") if runtime.tensorboard else None
     trainer = Trainer(model, cfg.train, task, monitor=cfg.monitor, mode=MONITOR_MODE[cfg.monitor], device=device,
                       amp_dtype=amp_dtype, seed=recipe.seed, name=role, fold=ctx.fold, output_dir=ctx.model_dir,
-                      meta=meta, run=ctx.run, tensorboard=tensorboard, channels_last=runtime.channels_last)
+                      meta=meta, run=ctx.run, tensorboard=tensorboard, channels_last=runtime.channels_last,
+                      compile_model=runtime.compile)
     result = trainer.fit(loader, resume=ctx.resume)
     if tensorboard is not None:
         tensorboard.close()

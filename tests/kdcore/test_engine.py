@@ -132,3 +132,30 @@ def test_checkpoint_with_code_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
+
+
+class TinyNet(torch.nn.Module):
+    """The smallest model the engine accepts (a head it can find), so compiling stays quick."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                            torch.nn.Flatten())
+        self.classifier = torch.nn.Linear(4, 2)
+
+    def get_classifier(self):
+        return self.classifier
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def test_compiled_training_forward_matches_eager():
+    results = []
+    for compile_model in (False, True):
+        torch.manual_seed(0)
+        trainer = Trainer(TinyNet(), TrainConfig(epochs=1, lr=1e-2), ToyTask(ToyImages(8, seed=1)), monitor="loss",
+                          mode="min", device=torch.device("cpu"), seed=0, name="tiny", fold=0,
+                          compile_model=compile_model)
+        results.append(trainer.fit(toy_loader(ToyImages(16), seed=0)).history[0]["loss"])
+    assert abs(results[0] - results[1]) < 1e-5

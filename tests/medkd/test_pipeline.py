@@ -80,3 +80,18 @@ def test_reusing_the_out_folder_needs_resume(tiny_run, capsys):
     assert "--resume" in capsys.readouterr().err
     # with --resume everything is already complete: nothing is retrained
     assert main(["run", str(recipe), "--out", str(tiny_run), "--resume"]) == 0
+
+
+def test_fold_jobs_on_two_machines_merge_into_the_same_report(tiny_run, tmp_path):
+    recipe = tiny_run.parent / "tiny_oct.yaml"
+    data = tiny_run / "data"  # both "machines" read the same dataset
+    assert main(["run", str(recipe), "--data-root", str(data), "--out", str(tmp_path / "a"), "--folds", "0"]) == 0
+    assert main(["run", str(recipe), "--data-root", str(data), "--out", str(tmp_path / "b"), "--folds", "1"]) == 0
+    assert not (tmp_path / "a" / "report.json").exists(), "a partial run must not write a report"
+    assert main(["report", str(tmp_path / "a"), "--merge", str(tmp_path / "b"), "--bootstrap", "50"]) == 0
+    merged = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert [f["fold"] for f in merged["models"]["student"]["folds"]] == [0, 1]
+    for fold in (0, 1):
+        for model in MODELS:
+            relative = f"folds/fold_{fold}/{model}/predictions.csv"
+            assert (tmp_path / "a" / relative).read_text() == (tiny_run / relative).read_text(), relative

@@ -7,7 +7,6 @@ part (how a batch becomes a loss, how validation is scored) comes from a :class:
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -24,7 +23,7 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, TrainingError
 from ..logs import TensorBoardLogger, get_logger, progress
 from ..seeding import derive_seed, rng_state, set_rng_state
-from .distributed import is_distributed, is_main_process, wrap_ddp
+from .distributed import is_main_process, wrap_ddp
 from .optim import build_optimizer, build_scheduler, set_backbone_trainable
 
 __all__ = ["Trainer", "TrainTask", "FitResult", "move_to_device"]
@@ -84,18 +83,21 @@ class Trainer:
         output_dir: where ``last.pt`` (resumable) and the final ``model.safetensors`` go.
         meta: metadata stored beside the final weights (architecture, fold, manifest hash, ...).
         run: the RunDir whose log streams receive per-epoch records.
+        channels_last: NHWC memory format (faster convolutions on recent GPUs and CPUs).
+        compile_model: wrap the training forward in ``torch.compile``.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, task: TrainTask, *, monitor: str,
                  mode: Literal["min", "max"], device: torch.device, amp_dtype: torch.dtype | None = None,
                  seed: int = 0, name: str = "model", fold: int | None = None, output_dir: str | os.PathLike | None = None,
                  meta: dict[str, Any] | None = None, run: Any = None, tensorboard: TensorBoardLogger | None = None,
-                 channels_last: bool = False):
+                 channels_last: bool = False, compile_model: bool = False):
         self.config, self.task, self.monitor, self.mode = config, task, monitor, mode
         self.device, self.amp_dtype, self.seed, self.name, self.fold = device, amp_dtype, seed, name, fold
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.meta = dict(meta or {})
         self.run, self.tensorboard, self.channels_last = run, tensorboard, channels_last
+        self.compile_model = compile_model
         self.model = model.to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -120,6 +122,9 @@ class Trainer:
         if cfg.swa.enabled:
             self.swa_model = AveragedModel(self.model)
         train_model = wrap_ddp(self.model, self.device, find_unused=cfg.freeze_backbone_epochs > 0)
+        if self.compile_model:
+            # Only the training forward is compiled; evaluation and SWA use the plain module (same weights).
+            train_model = torch.compile(train_model)
 
         state = {"epoch": -1, "best_score": None, "best_epoch": None, "best_state": None, "bad_epochs": 0,
                  "history": [], "swa_start": swa_start, "planned_epochs": planned_epochs, "stopped_early": False}
@@ -269,7 +274,7 @@ class Trainer:
             self._log(result.history[-1])
         if self.output_dir is not None and is_main_process():
             meta = {**self.meta, "kept": kept, "best_epoch": state["best_epoch"], "best_score": state["best_score"],
-                    "epochs_run": result.epochs_run, "monitor": self.monitor}
+                    "epochs_run": result.epochs_run, "monitor": self.monitor, "mode": self.mode}
             save_weights(self.output_dir / "model.safetensors", final.state_dict(), meta)
         return result
 
