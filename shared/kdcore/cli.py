@@ -1,37 +1,37 @@
-"""Command-line plumbing shared by the ``medkd`` and ``facekd`` console scripts."""
+"""Command-line plumbing shared by the ``medkd`` and ``facekd`` console scripts.
+
+The verticals add their own commands (audit, synth, predict); ``run``, ``split``, ``report`` and ``export``
+are the same shape in both and are built here from the vertical's functions.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import KDError
 
-__all__ = ["add_run_arguments", "recipe_overrides", "run_main", "check_resume"]
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", type=Path, help="recipe YAML (see pipelines/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe key, e.g. --set student.temperature=2 (repeatable)")
-    parser.add_argument("--data-root", type=Path, help="dataset folder (sets data.root)")
-    parser.add_argument("--out", type=Path, help="run folder (default runs/<recipe name>-<timestamp>)")
-    parser.add_argument("--folds", help="only these folds, e.g. 0,1 or 2-4 (merge later with `report`)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out: finished folds are kept, an interrupted model "
-                             "restarts from its last checkpoint")
-    parser.add_argument("--device", help="override runtime.device (auto, cpu, cuda, cuda:1, mps)")
+__all__ = ["add_run_command", "add_split_command", "add_report_command", "add_export_command", "check_resume",
+           "run_main", "recipe_overrides"]
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict:
     extra = {}
-    if args.data_root is not None:
+    if getattr(args, "data_root", None) is not None:
         extra["data.root"] = str(args.data_root)
-    if args.device:
+    if getattr(args, "device", None):
         extra["runtime.device"] = args.device
     return extra
+
+
+def _load_recipe(schema: type, args: argparse.Namespace):
+    from .config import load_recipe
+
+    return load_recipe(schema, args.recipe, args.overrides, recipe_overrides(args))
 
 
 def check_resume(out: Path, resume: bool) -> None:
@@ -41,6 +41,102 @@ def check_resume(out: Path, resume: bool) -> None:
                       "or choose another --out")
     if resume and not (out / "config.yaml").exists():
         raise KDError(f"{out}: --resume given but there is no run to continue in this folder")
+
+
+def add_run_command(sub: Any, tool: str, schema_loader: Callable[[], type], pipeline: Callable[[], Callable],
+                    n_folds: Callable[[Any], int], help: str, example: str) -> None:
+    """``run RECIPE [--set k=v] [--data-root D] [--out DIR] [--folds 0,1] [--resume] [--device D]``."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from .rundir import default_run_dir
+        from .runner import parse_folds
+
+        started = time.perf_counter()
+        recipe = _load_recipe(schema_loader(), args)
+        out = args.out or default_run_dir(recipe.name)
+        check_resume(out, args.resume)
+        run = pipeline()(recipe, out, folds=parse_folds(args.folds, n_folds(recipe)), resume=True)
+        print(f"{tool} run: {run.path} finished in {time.perf_counter() - started:.1f} s")
+        if (run.path / "report.json").exists():
+            print(f"report: {run.path / 'report.html'}")
+        return 0
+
+    parser = sub.add_parser("run", help=help, description=f"{help}. Example: {example}")
+    parser.add_argument("recipe", type=Path, help="recipe YAML (see pipelines/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set student.temperature=2 (repeatable)")
+    parser.add_argument("--data-root", type=Path, help="dataset folder (sets data.root)")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/<recipe name>-<timestamp>)")
+    parser.add_argument("--folds", help="only these folds, e.g. 0,1 or 2-4 (merge later with `report --merge`)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out: finished folds are kept, an interrupted model "
+                             "restarts from its last checkpoint")
+    parser.add_argument("--device", help="override runtime.device (auto, cpu, cuda, cuda:1, mps)")
+    parser.set_defaults(handler=handler)
+
+
+def add_split_command(sub: Any, schema_loader: Callable[[], type],
+                      make_manifest: Callable[[Any], Any], group_name: str) -> None:
+    """``split RECIPE --data-root D [--out folds.json]``: the fold manifest, to review before training."""
+
+    def handler(args: argparse.Namespace) -> int:
+        manifest = make_manifest(_load_recipe(schema_loader(), args))
+        manifest.save(args.split_out)
+        for split in manifest.folds:
+            print(f"fold {split.fold}: train {len(split.train)} / val {len(split.val)} / test {len(split.test)} "
+                  f"{group_name}s; test items {split.class_counts.get('test')}")
+        print(f"wrote {args.split_out} (manifest {manifest.sha})")
+        return 0
+
+    parser = sub.add_parser("split", help="write the fold manifest (folds.json) without training, to review first")
+    parser.add_argument("recipe", type=Path)
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--out", dest="split_out", type=Path, default=Path("folds.json"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.set_defaults(handler=handler)
+
+
+def add_report_command(sub: Any, build_report: Callable[[], Callable]) -> None:
+    """``report RUN [--merge OTHER...]``: rebuild the report from saved predictions, merging fold jobs first."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from .runner import merge_runs
+
+        if args.merge:
+            copied = merge_runs(args.run_dir, args.merge)
+            print(f"merged {len(copied)} fold model(s) into {args.run_dir}")
+        build_report()(args.run_dir, n_boot=args.bootstrap, seed=args.seed)
+        print(f"report: {Path(args.run_dir) / 'report.html'}")
+        return 0
+
+    parser = sub.add_parser("report", help="rebuild report.json/report.html from a run's saved predictions")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="run folders of other fold jobs (same recipe and data) to merge first")
+    parser.add_argument("--bootstrap", type=int, default=None, help="resamples (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=handler)
+
+
+def add_export_command(sub: Any, export_run: Callable[[], Callable], formats: str, help: str) -> None:
+    """``export RUN [--fold K | --all-folds] --format ... --out DIR`` with parity checks printed."""
+
+    def handler(args: argparse.Namespace) -> int:
+        folds = "all" if args.all_folds else ([args.fold] if args.fold is not None else None)
+        chosen = {f.strip() for f in args.format.split(",") if f.strip()}
+        summary = export_run()(args.run_dir, folds=folds, formats=chosen, out_dir=args.out, model=args.model)
+        print(json.dumps(summary, indent=1, default=str))
+        return 0
+
+    parser = sub.add_parser("export", help=help)
+    parser.add_argument("run_dir", type=Path)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--fold", type=int, help="export this fold's model (default: the best validation score)")
+    group.add_argument("--all-folds", action="store_true")
+    parser.add_argument("--format", default=formats)
+    parser.add_argument("--model", default="student", help="which model of the run to export")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.set_defaults(handler=handler)
 
 
 def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None) -> int:
