@@ -12,7 +12,7 @@ from kdcore.rundir import RunDir
 
 from .config import OCTRecipe
 from .data import OCTDataset, load_oct_dataset
-from .privacy import pseudonymise
+from .privacy import patient_hasher, pseudonymise
 
 __all__ = ["resolve_data", "prepare_dataset", "write_dataset_index"]
 log = get_logger(__name__)
@@ -55,8 +55,15 @@ def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:
     report = audit_oct(root, fmt, subset=subset or "all", near_duplicates=recipe.data.near_duplicates, mode=mode,
                        n_folds=recipe.cv.folds if mode == "cv" else None)
     excluded = integrity_gate(report, exclude=recipe.data.on_bad_image == "exclude")
+    hash_ids = recipe.privacy.hash_patient_ids
+    if hash_ids is None:
+        hash_ids = fmt == "neh" and recipe.data.format != "synthetic"
+    hashed = patient_hasher(run.path, recipe.privacy.salt) if hash_ids else None
     if is_main_process():
-        run.write_json("audit.json", {**report.to_dict(), "excluded": sorted(excluded),
+        summary = report.to_dict()
+        if hashed is not None:
+            summary["patients"] = [{**p, "patient": hashed(p["patient"])} for p in summary.get("patients", [])]
+        run.write_json("audit.json", {**summary, "excluded": sorted(excluded),
                                       "on_bad_image": recipe.data.on_bad_image})
     dataset = load_oct_dataset(root, fmt, subset=subset, classes=recipe.data.classes)
     if excluded:
@@ -64,18 +71,17 @@ def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:
         dataset = dataset.without(excluded, reason="excluded by the integrity gate")
     for note in dataset.notes:
         log.info("data: %s", note)
-    hash_ids = recipe.privacy.hash_patient_ids
-    if hash_ids is None:
-        hash_ids = fmt == "neh" and recipe.data.format != "synthetic"
-    if hash_ids:
-        dataset = pseudonymise(dataset, run.path, recipe.privacy.salt)
+    if hashed is not None:
+        dataset = pseudonymise(dataset, hashed)
     log.info("data: %d images, %d patients, classes %s", len(dataset), len(set(dataset.patients)),
              dataset.class_counts())
     return dataset
 
 
 def write_dataset_index(run: RunDir, dataset: OCTDataset) -> None:
-    """``dataset.json``: every item of the run (relative paths only), for reports and export parity checks."""
-    items = [{"id": r.image_id, "path": r.image_id, "label": r.label, "patient": r.patient, "eye": r.eye,
-              "official_split": r.official_split} for r in dataset.records]
+    """``dataset.json``: every item of the run with its path relative to the data root (the run folder's own
+    record, for export parity checks; reports and predictions use the ids only)."""
+    root = Path(dataset.root).resolve()
+    items = [{"id": r.image_id, "path": Path(r.path).resolve().relative_to(root).as_posix(), "label": r.label,
+              "patient": r.patient, "eye": r.eye, "official_split": r.official_split} for r in dataset.records]
     run.write_json("dataset.json", {"format": dataset.format, "classes": dataset.classes, "items": items})

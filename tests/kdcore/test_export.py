@@ -99,8 +99,9 @@ def test_check_parity_names_the_failing_artefact(tiny):
         check_parity(reference, {"broken": lambda b: reference(b) + 0.5}, x, classification=False)
 
 
-def _entry(fold: int, score, monitor: str) -> RunModel:
-    return RunModel(Path("run"), fold, "student", Path(f"w{fold}"), {"best_score": score, "monitor": monitor})
+def _entry(fold: int, score, monitor: str, mode: str | None = None) -> RunModel:
+    meta = {"best_score": score, "monitor": monitor} | ({"mode": mode} if mode else {})
+    return RunModel(Path("run"), fold, "student", Path(f"w{fold}.safetensors"), meta)
 
 
 def test_fold_choice():
@@ -118,6 +119,17 @@ def test_fold_choice():
         select_folds({0: _entry(0, None, "loss")}, None)
     assert lower_is_better("val_loss") and not lower_is_better("auc") and lower_is_better("acc", mode="min")
     assert not lower_is_better("f1_macro")  # 'f1' is not the failure rate 'fr'
+
+
+def test_fold_choice_follows_the_recorded_mode_before_the_name():
+    # the trainer writes the monitor's direction as "mode"; the name heuristic is only for older runs
+    scores = (0.4, 0.2, 0.3)
+    assert select_folds({k: _entry(k, s, "score", "min") for k, s in enumerate(scores)}, None) == [1]
+    assert select_folds({k: _entry(k, s, "score", "max") for k, s in enumerate(scores)}, None) == [0]
+    assert select_folds({k: _entry(k, s, "val_loss", "max") for k, s in enumerate(scores)}, None) == [0]
+    assert select_folds({k: _entry(k, s, "score") for k, s in enumerate(scores)}, None) == [0]  # old run: higher
+    with pytest.raises(KDError, match=r"w0\.json: monitor mode 'lowest'"):
+        select_folds({k: _entry(k, s, "nme", "lowest") for k, s in enumerate(scores)}, None)
 
 
 def test_pick_items_prefers_groups_and_spreads_labels():

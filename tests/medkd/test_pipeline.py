@@ -95,3 +95,21 @@ def test_fold_jobs_on_two_machines_merge_into_the_same_report(tiny_run, tmp_path
         for model in MODELS:
             relative = f"folds/fold_{fold}/{model}/predictions.csv"
             assert (tmp_path / "a" / relative).read_text() == (tiny_run / relative).read_text(), relative
+
+
+def test_patient_ids_are_hashed_when_privacy_is_on(tmp_path):
+    recipe = write_tiny_recipe(tmp_path, privacy={"hash_patient_ids": True, "salt": "s3cret"},
+                               cv={"folds": 2}, teacher={"train": {"epochs": 1, "swa": {"enabled": False}}},
+                               student={"train": {"epochs": 1}}, baseline={"enabled": False})
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    run = tmp_path / "run"
+    with open(run / "folds" / "fold_0" / "student" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["patient"].startswith("P") and len(r["patient"]) == 13 for r in rows)
+    assert all(r["id"].startswith(r["patient"] + "/") for r in rows)
+    raw_keys = [line.split(",")[0] for line in (run / "data" / "data_information.csv").read_text().splitlines()[1:]]
+    text = "".join((run / name).read_text() for name in ("report.json", "report.html", "folds.json"))
+    for key in {f"{cls}/{case}" for cls in ("NORMAL", "DRUSEN", "CNV") for case in raw_keys}:
+        assert f'"{key}"' not in text
+    audit = json.loads((run / "audit.json").read_text())
+    assert all(p["patient"].startswith("P") for p in audit["patients"])
