@@ -15,7 +15,7 @@ from kdcore.rundir import RunDir
 from .config import FaceRecipe
 from .formats import FaceRecord
 
-__all__ = ["resolve_data", "prepare_faces", "build_manifest", "write_dataset_index", "DEFAULT_OFFICIAL"]
+__all__ = ["resolve_data", "prepare_faces", "build_manifest", "write_dataset_index", "subset_tags", "DEFAULT_OFFICIAL"]
 log = get_logger(__name__)
 
 # Official protocols: the training split, and the test splits reported (each becomes a report subset).
@@ -69,7 +69,7 @@ def prepare_faces(recipe: FaceRecipe, run: RunDir) -> list[FaceRecord]:
     return records
 
 
-def _subset_tag(record: FaceRecord) -> str:
+def subset_tags(record: FaceRecord) -> str:
     """The report subsets a face belongs to: its split plus WFLW's attribute subsets, ';'-separated."""
     tags = [record.subset] if record.subset else []
     tags += sorted(name for name, flag in record.attributes.items() if flag)
@@ -110,6 +110,6 @@ def write_dataset_index(run: RunDir, records: list[FaceRecord], root: Path) -> N
             relative = str(Path(r.image_path).resolve().relative_to(root.resolve()))
         except ValueError:
             relative = Path(r.image_path).name
-        items.append({"id": r.record_id, "path": relative, "subject": r.subject, "subset": _subset_tag(r),
+        items.append({"id": r.record_id, "path": relative, "subject": r.subject, "subset": subset_tags(r),
                       "image_index": r.image_index})
     run.write_json("dataset.json", {"n_points": records[0].n_points, "items": items})

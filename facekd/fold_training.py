@@ -19,6 +19,7 @@ from kdcore.teacher import FrozenTeacher
 
 from .augment import build_train_augment
 from .config import FaceRecipe, ModelConfig
+from .data_prep import subset_tags
 from .dataset import FaceCropDataset
 from .formats import FaceRecord
 from .kd_loss import LandmarkKDLoss
@@ -120,7 +121,7 @@ def train_role(role: Role, recipe: FaceRecipe, records: Sequence[FaceRecord], ct
         record = test_set.records[position]
         points = to_image_points(output, matrix, size)
         width, height = record_size(record)
-        row = {"id": record.record_id, "subject": record.subject, "fold": ctx.fold, "subset": record.subset or "",
+        row = {"id": record.record_id, "subject": record.subject, "fold": ctx.fold, "subset": subset_tags(record),
                "width": width, "height": height}
         row.update({f"{axis}{i}": float(points[i, j]) for i in range(n_points) for j, axis in enumerate("xy")})
         row.update({f"g{axis}{i}": float(record.landmarks[i, j]) for i in range(n_points) for j, axis in enumerate("xy")})

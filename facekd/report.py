@@ -113,10 +113,12 @@ def _compute(data: LandmarkPredictions):
 
 
 def _subsets(data: LandmarkPredictions, n_boot: int, seed: int) -> dict[str, dict]:
-    names = sorted(set(data.subsets.tolist()) - {""})
+    # A face may belong to several subsets (WFLW's attribute subsets): the column holds ';'-separated tags.
+    tags = [set(value.split(";")) - {""} for value in data.subsets.tolist()]
+    names = sorted(set().union(*tags)) if tags else []
     out = {}
     for subset in names:
-        part = data.subset(data.subsets == subset)
+        part = data.subset(np.array([subset in t for t in tags]))
         estimate, samples = bootstrap_samples(_compute(part), len(part.ids), part.subjects, n_boot, seed)
         intervals, _ = summarize_samples(samples, METRICS, LEVEL)
         out[subset] = {"n_images": len(part.ids), "n_subjects": len(set(part.subjects.tolist())),

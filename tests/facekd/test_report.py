@@ -265,3 +265,17 @@ def test_overlays_find_synthetic_faces_inside_the_run_folder(tmp_path):
     report = build_report(run, n_boot=10)
     assert report["overlays"]["available"] and (run / "report" / "overlays.png").exists()
     assert report["comparisons"]["student_vs_baseline"]["available"] is False
+
+
+def test_faces_in_several_subsets_are_counted_in_each():
+    from facekd.report import LandmarkPredictions, _subsets
+
+    n = 6
+    nmes = np.array([0.02, 0.04, 0.2, 0.05, 0.03, 0.15])
+    data = LandmarkPredictions("student", [0], np.array([f"f{i}" for i in range(n)]), np.array([f"s{i}" for i in range(n)]),
+                               np.zeros(n, int), np.array(["test;pose", "test", "test;pose;blur", "test", "test;blur", ""]),
+                               np.zeros((n, 68, 2)), np.zeros((n, 68, 2)), nmes)
+    out = _subsets(data, n_boot=20, seed=0)
+    assert sorted(out) == ["blur", "pose", "test"]
+    assert out["test"]["n_images"] == 5 and out["pose"]["n_images"] == 2 and out["blur"]["n_images"] == 2
+    assert out["pose"]["nme"]["pooled"] == pytest.approx((0.02 + 0.2) / 2)
