@@ -78,7 +78,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predictor import predict_files
 
-    written = predict_files(args.model, args.images, args.out, overlay=args.overlay)
+    from .predictor import LandmarkDetector
+
+    detector = LandmarkDetector.load(args.model, backend=args.backend)
+    written = predict_files(detector, args.images, args.out, overlay=args.overlay, tta=args.tta)
     print(f"wrote {len(written)} .pts file(s) to {args.out}")
     return 0
 
@@ -118,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write PNGs with the points drawn")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored face (left/right relabelled)")
+    p.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default=None,
+                   help="runtime (default: ONNX Runtime when model.onnx is there)")
     p.set_defaults(handler=cmd_predict)
     return parser
 

@@ -79,7 +79,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predictor import predict_files
 
-    rows = predict_files(args.model, args.images, args.out, tta=args.tta)
+    from .predictor import OCTClassifier
+
+    rows = predict_files(OCTClassifier.load(args.model, backend=args.backend), args.images, args.out, tta=args.tta)
     print(f"wrote {args.out} ({len(rows)} image(s))")
     return 0
 
@@ -116,13 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_command(sub, _report)
     add_export_command(sub, _export, "onnx,torchscript,bundle",
-                       help="export a trained student (ONNX, TorchScript, MONAI bundle) with parity checks")
+                       help="export a trained student (ONNX, TorchScript, MONAI bundle) with parity checks",
+                       schema_option=True)
 
     p = sub.add_parser("predict", help="classify B-scans with an exported model; writes a CSV")
     p.add_argument("model", type=Path, help="export folder, .onnx or .ts file")
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"))
     p.add_argument("--tta", action="store_true", help="average with the horizontal mirror")
+    p.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default=None,
+                   help="runtime (default: ONNX Runtime when model.onnx is there)")
     p.set_defaults(handler=cmd_predict)
     return parser
 

@@ -118,13 +118,15 @@ def add_report_command(sub: Any, build_report: Callable[[], Callable]) -> None:
     parser.set_defaults(handler=handler)
 
 
-def add_export_command(sub: Any, export_run: Callable[[], Callable], formats: str, help: str) -> None:
+def add_export_command(sub: Any, export_run: Callable[[], Callable], formats: str, help: str,
+                       schema_option: bool = False) -> None:
     """``export RUN [--fold K | --all-folds] --format ... --out DIR`` with parity checks printed."""
 
     def handler(args: argparse.Namespace) -> int:
         folds = "all" if args.all_folds else ([args.fold] if args.fold is not None else None)
         chosen = {f.strip() for f in args.format.split(",") if f.strip()}
-        summary = export_run()(args.run_dir, folds=folds, formats=chosen, out_dir=args.out, model=args.model)
+        extra = {"schema": args.schema} if schema_option else {}
+        summary = export_run()(args.run_dir, folds=folds, formats=chosen, out_dir=args.out, model=args.model, **extra)
         print(json.dumps(summary, indent=1, default=str))
         return 0
 
@@ -136,6 +138,10 @@ def add_export_command(sub: Any, export_run: Callable[[], Callable], formats: st
     parser.add_argument("--format", default=formats)
     parser.add_argument("--model", default="student", help="which model of the run to export")
     parser.add_argument("--out", type=Path, required=True)
+    if schema_option:
+        parser.add_argument("--schema", type=Path, default=None,
+                            help="local copy of MONAI's meta_schema_20240725.json: also validate the bundle's "
+                                 "metadata.json against it offline (default: $KDVISION_MONAI_SCHEMA, else skipped)")
     parser.set_defaults(handler=handler)
 
 

@@ -62,3 +62,21 @@ def test_predictions_are_in_original_pixels_with_ground_truth(tiny_run):
 def test_tolerant_teacher_learned_softened_targets(tiny_run):
     done = json.loads((tiny_run / "folds" / "fold_0" / "tolerant" / "done.json").read_text())
     assert 1 <= done["asm_components"] < 136
+
+
+def test_export_then_predict_on_real_photographs(tiny_run, tmp_path, shared_fixtures):
+    export = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--format", "onnx,torchscript", "--out", str(export)]) == 0
+    parity = json.loads((export / "parity.json").read_text())
+    assert parity["passed"] and all(c["passed"] for c in parity["checks"])
+    photo = shared_fixtures / "faces-300w" / "einstein.jpg"
+    out = tmp_path / "pts"
+    assert main(["predict", str(export), str(photo), "--out", str(out), "--overlay"]) == 0
+    points = read_pts(out / "einstein.pts")
+    truth = read_pts(shared_fixtures / "faces-300w" / "einstein.pts")
+    assert points.shape == (68, 2)
+    # A tiny model trained on cartoons is not accurate, but its points must land on the detected face.
+    lo, hi = truth.min(0), truth.max(0)
+    margin = 0.5 * (hi - lo)
+    assert np.all(points >= lo - margin) and np.all(points <= hi + margin)
+    assert (out / "einstein_landmarks.png").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,13 @@ def test_torchscript_export_keeps_extra_files(tiny, tmp_path):
     assert json.loads(files["model.json"]) == {"a": 1}
     x = np.ones((2, 3, 32, 32), np.float32)
     np.testing.assert_allclose(torchscript_runner(tmp_path / "m.ts")(x), torch_runner(tiny)(x), atol=1e-6)
+    # no Python stacks of this machine (compressed *.debug_pkl records), no copy of the example inputs
+    with zipfile.ZipFile(tmp_path / "m.ts") as archive:
+        names = archive.namelist()
+        assert names[0].startswith("m/") and "m/extra/model.json" in names
+        assert not [n for n in names if n.endswith(".debug_pkl") or "traced_inputs" in n]
+        assert not any(sys.prefix.encode() in archive.read(n) for n in names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ts"]  # no temporary file left
 
 
 def test_check_parity_names_the_failing_artefact(tiny):
@@ -144,6 +152,10 @@ def test_absolute_paths_are_found_only_as_folders(tmp_path):
     (tmp_path / "b.txt").write_text("see /home/alicexyz and /workspace")
     hits = find_absolute_paths(tmp_path, ["/home/alice", "/work"])
     assert hits == [("a.json", "/home/alice")]
+    with zipfile.ZipFile(tmp_path / "c.ts", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("c/code/x.debug_pkl", "File /work/lib/x.py, line 3" * 20)  # compressed: hidden in raw bytes
+    assert b"/work/" not in (tmp_path / "c.ts").read_bytes()
+    assert find_absolute_paths(tmp_path, ["/home/alice", "/work"])[1:] == [("c.ts:c/code/x.debug_pkl", "/work")]
 
 
 def test_sidecar_round_trip_and_errors(tmp_path):

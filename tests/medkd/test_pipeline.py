@@ -113,3 +113,21 @@ def test_patient_ids_are_hashed_when_privacy_is_on(tmp_path):
         assert f'"{key}"' not in text
     audit = json.loads((run / "audit.json").read_text())
     assert all(p["patient"].startswith("P") for p in audit["patients"])
+
+
+def test_export_then_predict_on_unseen_real_scans(tiny_run, tmp_path, shared_fixtures):
+    export = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--format", "onnx,torchscript,bundle", "--out", str(export)]) == 0
+    parity = json.loads((export / "parity.json").read_text())
+    assert parity["passed"] and {c["artefact"] for c in parity["checks"]} >= {"model.onnx", "model.ts"}
+    assert all(c["passed"] and c["inputs"] == "real" for c in parity["checks"])
+    assert (export / "bundle" / "configs" / "metadata.json").exists() and (export / "MODEL_CARD.md").exists()
+    scans = sorted((shared_fixtures / "oct2017-real").glob("*/*.jpeg"))[:4]
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(export), *map(str, scans), "--out", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [str(s) for s in scans]
+    for row in rows:
+        probs = [float(row[f"prob_{c}"]) for c in ("NORMAL", "DRUSEN", "CNV")]
+        assert abs(sum(probs) - 1) < 1e-4 and row["class"] in ("NORMAL", "DRUSEN", "CNV")

@@ -1,0 +1,33 @@
+"""Export a trained network to ONNX and TorchScript, and prove the copies compute what the original does.
+
+Exported files are checked on the spot (:mod:`.parity`): ONNX Runtime and TorchScript outputs are compared
+with the PyTorch model's on the same inputs, at the full batch and one input at a time. Every export folder
+carries a JSON sidecar (:mod:`.sidecar`) with the preprocessing contract, so an application needs nothing
+from the training code, and no absolute path of the exporting machine.
+
+Modules: :mod:`.onnx`, :mod:`.torchscript` (exporters), :mod:`.parity` (the parity rule), :mod:`.runtime`
+(running exported files, latency), :mod:`.sidecar` (contract file, path hygiene), :mod:`.runs` (reading run
+folders, fold choice), :mod:`.folder` (one verified export folder).
+"""
+
+from .folder import export_model, measure_export_latency
+from .onnx import ONNX_OPSET, export_onnx
+from .parity import ATOL, RTOL, ParityCheck, check_parity, compare_outputs, write_parity
+from .runs import (RunModel, find_run_models, load_run_model, lower_is_better, pick_items, read_run_file,
+                   report_means, run_data_root, run_items, run_source, select_folds)
+from .runtime import (load_runner, machine_info, measure_latency_ms, onnx_runner, package_versions, resolve_export,
+                      torch_runner, torchscript_runner)
+from .sidecar import SIDECAR, assert_no_absolute_paths, find_absolute_paths, read_sidecar, write_sidecar
+from .torchscript import export_torchscript
+
+__all__ = [
+    # exporting and checking
+    "SIDECAR", "ONNX_OPSET", "ATOL", "RTOL", "ParityCheck", "export_onnx", "export_torchscript", "compare_outputs",
+    "check_parity", "write_parity", "export_model", "measure_latency_ms", "measure_export_latency", "machine_info",
+    "package_versions", "write_sidecar", "read_sidecar", "find_absolute_paths", "assert_no_absolute_paths",
+    # running exported files
+    "onnx_runner", "torchscript_runner", "torch_runner", "resolve_export", "load_runner",
+    # reading run folders
+    "RunModel", "find_run_models", "lower_is_better", "select_folds", "load_run_model", "read_run_file", "run_source",
+    "report_means", "run_data_root", "run_items", "pick_items",
+]

@@ -1,0 +1,182 @@
+"""Running exported models: ONNX Runtime, TorchScript and eager PyTorch as ``f(batch) -> outputs``; latency.
+
+PyTorch is imported lazily: the ONNX runner works in applications without it.
+
+Example:
+    >>> run, contract, backend, _ = load_runner("exports/oct-student")  # doctest: +SKIP
+    >>> run(np.zeros((1, 1, 224, 224), np.float32)).shape                # doctest: +SKIP
+    (1, 4)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from ..errors import KDError
+from .sidecar import SIDECAR, read_sidecar
+
+__all__ = ["Runner", "onnx_runner", "torchscript_runner", "torch_runner", "resolve_export", "load_runner",
+           "measure_latency_ms", "machine_info", "package_versions", "EXPORT_PACKAGES"]
+
+EXPORT_PACKAGES = ("kdvision", "torch", "timm", "onnx", "onnxruntime", "onnxscript", "numpy",
+                   "opencv-python-headless", "monai", "safetensors")
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def package_versions(names: Iterable[str] = EXPORT_PACKAGES) -> dict[str, str | None]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def onnx_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
+    """``f(batch) -> outputs`` on ONNX Runtime's CPU provider (float32 numpy in and out)."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise KDError(f"{path}: ONNX model not found")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise KDError(f"{path}: ONNX Runtime cannot load the model: {exc}") from None
+    name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    return run
+
+
+def torchscript_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise KDError(f"{path}: TorchScript model not found")
+    if threads:
+        torch.set_num_threads(threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+        except RuntimeError as exc:
+            raise KDError(f"{path}: not a loadable TorchScript file: {str(exc).splitlines()[0]}") from None
+    return torch_runner(module)
+
+
+def torch_runner(model: Any) -> Runner:
+    import torch
+
+    model = model.eval()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).float().numpy()
+
+    return run
+
+
+def measure_latency_ms(run: Runner, example: np.ndarray, warmup: int = 3, runs: int = 20) -> dict[str, float]:
+    """Median and quartiles of the wall time (ms) of ``run(example)`` after warm-up."""
+    for _ in range(warmup):
+        run(example)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(example)
+        times.append((time.perf_counter() - start) * 1000.0)
+    quartiles = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {"median_ms": round(statistics.median(times), 3), "p25_ms": round(quartiles[0], 3),
+            "p75_ms": round(quartiles[2], 3), "runs": runs}
+
+
+def machine_info() -> dict[str, Any]:
+    """What a latency number depends on: processor, core count, thread settings."""
+    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "machine": platform.machine(),
+                            "processor": _processor_name(), "python": sys.version.split()[0]}
+    with contextlib.suppress(ImportError):
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def _processor_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+_BACKEND_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "torch": "model.safetensors"}
+_SUFFIX_BACKEND = {".onnx": "onnx", ".ts": "torchscript", ".pt": "torchscript", ".safetensors": "torch"}
+
+
+def resolve_export(path: str | os.PathLike, backend: str | None) -> tuple[Path, Path, str]:
+    """``(model file, sidecar, backend)`` for an export folder or a model file with its sidecar."""
+    path = Path(path)
+    if path.is_dir():
+        backend = backend or "onnx"
+        if backend not in _BACKEND_FILES:
+            raise KDError(f"backend {backend!r}: expected one of {', '.join(_BACKEND_FILES)}")
+        model_file, sidecar = path / _BACKEND_FILES[backend], path / SIDECAR
+    elif path.is_file():
+        inferred = _SUFFIX_BACKEND.get(path.suffix)
+        if inferred is None:
+            raise KDError(f"{path}: not an exported model (.onnx, .ts or .safetensors expected)")
+        if backend is not None and backend != inferred:
+            raise KDError(f"{path}: a {inferred} file cannot run on backend {backend!r}")
+        model_file, sidecar, backend = path, path.with_suffix(".json"), inferred
+    else:
+        raise KDError(f"{path}: export folder or model file not found")
+    for needed in (sidecar, model_file):
+        if not needed.is_file():
+            raise KDError(f"{needed}: missing from the export ({needed.name} is required for backend {backend!r})")
+    return model_file, sidecar, backend
+
+
+def _eager_runner(weights: Path, contract: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """Eager PyTorch: the timm architecture named in the sidecar with the exported weights."""
+    from ..checkpoint import load_weights
+    from ..models import create_model
+
+    model = create_model(contract["arch"], int(contract["num_outputs"]), pretrained=False,
+                         in_chans=int(contract.get("in_chans", 3)))
+    model.load_state_dict(load_weights(weights))
+    return torch_runner(model)
+
+
+def load_runner(path: str | os.PathLike, backend: str | None = None,
+                threads: int | None = None) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any], str, Path]:
+    """The model function, its contract, the backend and the model file of an export."""
+    model_file, sidecar, backend = resolve_export(path, backend)
+    contract = read_sidecar(sidecar)
+    if backend == "onnx":
+        run = onnx_runner(model_file, threads)
+    elif backend == "torchscript":
+        run = torchscript_runner(model_file, threads)
+    else:
+        run = _eager_runner(model_file, contract)
+    return run, contract, backend, model_file

@@ -1,0 +1,95 @@
+"""What ships beside an exported model: the ``model.json`` contract, and no absolute path of this machine.
+
+The sidecar holds the preprocessing contract and provenance, so an application needs nothing from the
+training code. :func:`assert_no_absolute_paths` refuses an export folder that mentions the exporting
+machine's folders (home, Python prefix, working directory, run and data folders).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from ..atomic import atomic_write_json
+from ..errors import KDError
+
+__all__ = ["SIDECAR", "write_sidecar", "read_sidecar", "find_absolute_paths", "assert_no_absolute_paths"]
+
+SIDECAR = "model.json"  # beside model.onnx / model.ts / model.safetensors: Path(f).with_suffix(".json")
+
+
+def write_sidecar(path: str | os.PathLike, contract: Mapping[str, Any]) -> Path:
+    """Write the preprocessing contract beside an exported model (``model.onnx`` -> ``model.json``)."""
+    path = Path(path)
+    target = path if path.suffix == ".json" else path.with_suffix(".json")
+    atomic_write_json(target, dict(contract))
+    return target
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    target = path if path.suffix == ".json" else path.with_suffix(".json")
+    try:
+        data = json.loads(target.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KDError(f"{target}: preprocessing sidecar of {path.name} not found (every export has one)") from None
+    except ValueError as exc:
+        raise KDError(f"{target}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict) or "input" not in data:
+        raise KDError(f"{target}: not an export sidecar (no 'input' section)")
+    return data
+
+
+# ------------------------------------------------------------------------------------------- path hygiene
+
+def find_absolute_paths(folder: str | os.PathLike, needles: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
+    """``(file, needle)`` for every file under ``folder`` whose bytes mention one of the ``needles`` folders.
+
+    A needle counts when followed by ``/``, a quote, a space or a line end, so ``/work`` does not match
+    ``/workspace``. Zip archives (TorchScript, ``torch.save``) are also searched member by member, as some
+    members are compressed; such a hit names the member: ``model.ts:model/code/x.debug_pkl``.
+    """
+    folder = Path(folder)
+    roots = sorted({str(n).rstrip("/") for n in needles if len(str(n).rstrip("/")) >= 5}, key=len, reverse=True)
+    hits = []
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = str(file.relative_to(folder))
+        for where, data in _contents(file, name):
+            root = next((r for r in roots if _mentions(data, r)), None)
+            if root is not None:
+                hits.append((where, root))
+                break
+    return hits
+
+
+def _mentions(data: bytes, root: str) -> bool:
+    ends = ("/", '"', "'", " ", "\n", "\\")
+    return any((root + end).encode() in data for end in ends) or data.endswith(root.encode())
+
+
+def _contents(file: Path, name: str) -> Iterator[tuple[str, bytes]]:
+    """The file's bytes, then each member of a zip archive decompressed."""
+    yield name, file.read_bytes()
+    if zipfile.is_zipfile(file):
+        with zipfile.ZipFile(file) as archive:
+            for member in archive.infolist():
+                if member.compress_type != zipfile.ZIP_STORED:  # stored members were in the raw bytes
+                    yield f"{name}:{member.filename}", archive.read(member)
+
+
+def assert_no_absolute_paths(folder: str | os.PathLike, extra: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse an export that mentions this machine's folders (home, Python prefix, working dir, the folders
+    Python imports from, ``extra``)."""
+    folder = Path(folder)
+    imports = [Path(p) for p in sys.path if p and os.path.isabs(p) and os.path.isdir(p)]
+    needles = [Path.home(), sys.prefix, sys.base_prefix, Path.cwd(), folder.resolve(), *imports, *extra]
+    needles += [Path(p).resolve() for p in extra]
+    needles += [p.resolve() for p in needles if isinstance(p, Path)]  # symlinked homes and folders
+    hits = find_absolute_paths(folder, [n for n in needles if str(n) not in ("/", "")])
+    if hits:
+        listed = ", ".join(f"{file} contains {needle!r}" for file, needle in hits[:5])
+        raise KDError(f"{folder}: exported files contain absolute paths of this machine: {listed}")
