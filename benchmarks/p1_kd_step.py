@@ -106,8 +106,6 @@ def _step(recipe: OCTRecipe, classes: list[str], device: torch.device, steps_per
     teacher_model = build_classifier(model_meta(recipe, "teacher", classes, 0, "benchmark")).to(device)
     if channels_last:  # the Trainer converts the student; the teacher must match or convolutions mix layouts
         teacher_model = teacher_model.to(memory_format=torch.channels_last)
-    if compile:
-        teacher_model = torch.compile(teacher_model)
     teacher = FrozenTeacher(teacher_model, amp_dtype=amp_dtype)
     student = build_classifier(model_meta(recipe, "student", classes, 0, "benchmark"))
     task = ClassificationTask(_student_loss(recipe).to(device), None, classes, device, teacher)
@@ -115,6 +113,7 @@ def _step(recipe: OCTRecipe, classes: list[str], device: torch.device, steps_per
     trainer = Trainer(student, cfg, task, monitor=recipe.student.monitor, mode="max", device=device,
                       amp_dtype=amp_dtype, seed=recipe.seed, name="student", fold=0, channels_last=channels_last)
     trainer.scheduler = build_scheduler(trainer.optimizer, cfg, steps_per_epoch, cfg.epochs)
+    # As the engine's runtime.compile does: only the student's training forward is compiled.
     return Step(trainer, torch.compile(trainer.model) if compile else trainer.model)
 
 

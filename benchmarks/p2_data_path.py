@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,11 +38,13 @@ NEH_RECIPE = Path(__file__).resolve().parents[1] / "pipelines" / "kd_oct_neh.yam
 GOAL = 2.0
 
 
+@dataclass
 class P2Settings:
-    def __init__(self, patients: int = 12, source_size: tuple[int, int] = (768, 496), input_size: int = 384,
-                 warmup: int = 1, runs: int = 5):
-        self.patients, self.source_size, self.input_size = patients, tuple(source_size), input_size
-        self.warmup, self.runs = warmup, runs
+    patients: int = 12                          # ~58 B-scans
+    source_size: tuple[int, int] = (768, 496)   # (width, height), NEH's B-scan size
+    input_size: int = 384
+    warmup: int = 1
+    runs: int = 5
 
 
 def _alternate(passes: dict[str, Callable[[], None]], warmup: int, runs: int) -> dict[str, list[float]]:
@@ -55,7 +58,8 @@ def _alternate(passes: dict[str, Callable[[], None]], warmup: int, runs: int) ->
     return seconds
 
 
-def run_p2(settings: P2Settings, workdir: str | Path | None = None, recipe_path: str | Path = NEH_RECIPE) -> dict[str, Any]:
+def run_p2(settings: P2Settings, workdir: str | Path | None = None,
+           recipe_path: str | Path = NEH_RECIPE) -> dict[str, Any]:
     recipe = load_recipe(OCTRecipe, recipe_path)
     size = settings.input_size
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:

@@ -65,7 +65,7 @@ def _teacher(recipe: FaceRecipe, role: Role, ctx: FoldContext, n_points: int, am
     meta = model_meta(recipe, role, n_points, ctx.fold, ctx.manifest.sha)
     expected = {k: meta[k] for k in ("arch", "role", "fold", "manifest", "num_outputs", "in_chans")}
     return FrozenTeacher.from_weights(ctx.dependencies[role] / "model.safetensors", build_regressor, expected,
-                                      amp_dtype=amp_dtype, device=device)
+                                      amp_dtype=amp_dtype, device=device, channels_last=recipe.runtime.channels_last)
 
 
 def split_records(records: Sequence[FaceRecord], ctx: FoldContext) -> dict[str, list[FaceRecord]]:

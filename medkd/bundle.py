@@ -156,8 +156,9 @@ def bundle_inference_config(contract: Mapping[str, Any]) -> dict[str, Any]:
         "postprocessing": "$lambda logits: torch.softmax(logits.float(), dim=1)",
         "datalist": ("$sorted(f for f in glob.glob(os.path.join(@input_dir, '*')) "
                      f"if f.lower().endswith({IMAGE_SUFFIXES!r}))"),
-        "predict": ("$lambda path: @postprocessing(@network("
-                    "@preprocessing({'image': path})['image'][None].to(@device)))[0].tolist()"),
+        # no_grad as a decorator: running the bundle must not switch gradients off for its host process.
+        "predict": ("$torch.no_grad()(lambda path: @postprocessing(@network("
+                    "@preprocessing({'image': path})['image'][None].to(@device)))[0].tolist())"),
         "write_predictions": ("$lambda rows: csv.writer(open(@output_file, 'w', newline='')).writerows("
                               "[['image', 'class'] + ['prob_' + c for c in @class_names]] + "
                               "[[os.path.basename(f), @class_names[max(range(len(p)), key=p.__getitem__)]] + "
@@ -166,7 +167,6 @@ def bundle_inference_config(contract: Mapping[str, Any]) -> dict[str, Any]:
             ("$@network.load_state_dict(torch.load(os.path.join(@bundle_root, 'models', 'model.pt'), "
              "map_location=@device, weights_only=True))"),
             "$@network.eval()",
-            "$torch.set_grad_enabled(False)",
         ],
         "run": ["$@write_predictions([(f, @predict(f)) for f in @datalist])"],
         "finalize": [],

@@ -31,6 +31,8 @@ class DataConfig(Section):
                           "training on train-folder patients that do not appear in test")
     image_size: int = Field(384, ge=32, description="square model input; B-scans are letterboxed, never squashed")
     on_bad_image: Literal["stop", "exclude"] = "stop"
+    cache_decoded: bool = Field(False, description="keep decoded, letterboxed B-scans in memory (size^2 bytes each, "
+                                                   "per DataLoader worker); identical numbers, faster epochs")
     near_duplicates: bool = Field(True, description="perceptual-hash duplicate check in the integrity gate")
     synthetic: SyntheticConfig = SyntheticConfig()
 

@@ -73,9 +73,10 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
     parts = {part: select_records(dataset, set(getattr(ctx.split, part)), part, official)
              for part in ("train", "val", "test")}
     size = recipe.data.image_size
-    train_set = BScanDataset(parts["train"], classes, size, build_augment(cfg.augment))
-    val_set = BScanDataset(parts["val"], classes, size)
-    test_set = BScanDataset(parts["test"], classes, size)
+    cache = recipe.data.cache_decoded
+    train_set = BScanDataset(parts["train"], classes, size, build_augment(cfg.augment), cache_decoded=cache)
+    val_set = BScanDataset(parts["val"], classes, size, cache_decoded=cache)
+    test_set = BScanDataset(parts["test"], classes, size, cache_decoded=cache)
 
     loader = train_loader(train_set, cfg.train.batch_size, device, runtime.workers,
                           seed=sampler_seed(recipe.seed, role, ctx.fold))
@@ -91,7 +92,7 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
         teacher = FrozenTeacher.from_weights(
             ctx.dependencies["teacher"] / "model.safetensors", build_classifier,
             expected={k: teacher_meta[k] for k in ("arch", "role", "fold", "manifest", "num_outputs", "in_chans")},
-            amp_dtype=amp_dtype, device=device)
+            amp_dtype=amp_dtype, device=device, channels_last=runtime.channels_last)
     task = ClassificationTask(_loss(recipe, role, train_set.targets, len(classes)).to(device), val_loader,
                               classes, device, teacher)
     tensorboard = TensorBoardLogger(ctx.run.path / "tensorboard") if runtime.tensorboard else None

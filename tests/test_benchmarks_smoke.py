@@ -51,7 +51,8 @@ def test_results_json_structure(quick_run):
     assert p1["ratio"] == pytest.approx(p1["images_per_s_full"] / p1["images_per_s_tensors"], rel=1e-9)
     _goal_consistent(p1, p1["ratio"])
     config = p1["config"]
-    assert {"workers", "cache_decoded", "channels_last", "batch_size", "image_size", "teacher", "student"} <= set(config)
+    expected = {"workers", "cache_decoded", "channels_last", "batch_size", "image_size", "teacher", "student"}
+    assert expected <= set(config)
     assert config["variant"] in p1["variants"]
     for variant in p1["variants"].values():
         assert _number(variant["ratio"]) and len(variant["epochs_s"]) == config["timed_rounds"]

@@ -61,6 +61,7 @@ class FrozenTeacher(nn.Module):
         expected: dict[str, Any],
         amp_dtype: torch.dtype | None = None,
         device: torch.device | str = "cpu",
+        channels_last: bool = False,
     ) -> "FrozenTeacher":
         """Load a teacher saved by this package, refusing one from another fold, split or architecture.
 
@@ -68,6 +69,7 @@ class FrozenTeacher(nn.Module):
             path: the teacher's ``model.safetensors`` (with ``model.json`` beside it).
             build: makes the untrained architecture from the metadata (e.g. ``lambda m: create_model(...)``).
             expected: metadata that must match, e.g. ``{"fold": 2, "manifest": sha, "arch": "convnextv2_large"}``.
+            channels_last: match a student trained in NHWC layout (a layout mismatch costs a conversion per batch).
         """
         path = Path(path)
         meta = read_meta(path)
@@ -80,4 +82,7 @@ class FrozenTeacher(nn.Module):
 
             raise CheckpointError(f"{path}: weights do not fit architecture {meta.get('arch')!r} "
                                   f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
-        return cls(model.to(device), amp_dtype=amp_dtype)
+        model = model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return cls(model, amp_dtype=amp_dtype)

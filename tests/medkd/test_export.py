@@ -277,3 +277,9 @@ def test_monai_command_line_verifies_the_metadata(exported, monai_cli):
     if "verify_metadata" not in monai_cli[4]:
         pytest.skip("../shared/monai/meta_schema_20240725.json is absent (MONAI cannot download it offline)")
     assert "metadata is verified with no error" in _monai_check(monai_cli, "verify_metadata")
+
+
+def test_running_the_bundle_leaves_gradients_on():
+    import torch
+
+    assert torch.is_grad_enabled(), "an earlier in-process bundle run switched autograd off for the whole process"

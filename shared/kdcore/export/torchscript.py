@@ -8,6 +8,7 @@ model, so neither is written.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import warnings
@@ -19,7 +20,12 @@ __all__ = ["export_torchscript", "strip_torchscript_debug_info"]
 
 def export_torchscript(model: Any, example: Any, path: str | os.PathLike,
                        extra_files: Mapping[str, str | bytes] | None = None) -> dict[str, Any]:
-    """Trace ``model`` with ``torch.jit.trace`` and save it (with ``extra_files`` inside the archive)."""
+    """Trace ``model`` with ``torch.jit.trace``, freeze it, and save it (with ``extra_files`` inside the archive).
+
+    The model is traced in channels-last layout and frozen (weights folded into the graph): on 2 CPU cores this
+    took EfficientNet-B2 at 384 px from 66 ms (eager) to 49 ms and MobileNetV2 at 224 px from 16 to 9 ms
+    (docs/performance.md). Inputs stay ordinary NCHW tensors.
+    """
     import torch
 
     path = Path(path)
@@ -28,13 +34,15 @@ def export_torchscript(model: Any, example: Any, path: str | os.PathLike,
         # torch.jit is deprecated in favour of torch.export, but TorchScript is still what C++/LibTorch,
         # MONAI bundles and mobile runtimes load.
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model.eval(), example, check_trace=False, _store_inputs=False)
+        nhwc = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)  # leave the caller's model as is
+        traced = torch.jit.freeze(torch.jit.trace(nhwc, example, check_trace=False, _store_inputs=False))
         files = {k: (v.encode() if isinstance(v, str) else v) for k, v in (extra_files or {}).items()}
         tmp = path.with_name(f".{path.name}.tmp")
         torch.jit.save(traced, str(tmp), _extra_files=files)
     strip_torchscript_debug_info(tmp, path)
     tmp.unlink()
-    return {"file": path.name, "exporter": "torch.jit.trace", "bytes": path.stat().st_size}
+    return {"file": path.name, "exporter": "torch.jit.trace + torch.jit.freeze (channels_last)",
+            "bytes": path.stat().st_size}
 
 
 def strip_torchscript_debug_info(source: str | os.PathLike, target: str | os.PathLike) -> Path:
