@@ -13,7 +13,7 @@ from kdcore.sampling import split_key
 
 from .augment import augment_sample
 from .formats import FaceRecord, load_face_image
-from .geometry import apply_affine, box_from_landmarks, crop_face
+from .geometry import apply_affine, box_from_landmarks, crop_face, crop_matrix
 from .preprocess import normalize_rgb
 
 __all__ = ["FaceCropDataset"]
@@ -37,6 +37,12 @@ class FaceCropDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def mean_target(self) -> np.ndarray:
+        """Mean (2K,) normalised target over the items, without augmentation (no image is decoded)."""
+        shapes = [apply_affine(self.targets[i], crop_matrix(box_from_landmarks(r.landmarks), self.size, self.margin))
+                  for i, r in enumerate(self.records)]
+        return (np.mean(shapes, axis=0) / self.size).reshape(-1)
 
     def crop(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The un-augmented crop of item ``index`` and its image->crop matrix."""

@@ -68,6 +68,18 @@ def _teacher(recipe: FaceRecipe, role: Role, ctx: FoldContext, n_points: int, am
                                       amp_dtype=amp_dtype, device=device, channels_last=recipe.runtime.channels_last)
 
 
+def init_head_to_mean_shape(model: torch.nn.Module, mean_target: np.ndarray) -> None:
+    """Bias of the regression head = the mean normalised training shape; weights scaled down so the first
+    predictions start near it (the network then learns each face's offset from the mean shape)."""
+    head = model.get_classifier()
+    if head.bias is None or head.bias.shape != (mean_target.size,):
+        raise ValueError(f"head bias {None if head.bias is None else tuple(head.bias.shape)} does not fit a mean "
+                         f"shape of {mean_target.size} values")
+    with torch.no_grad():
+        head.bias.copy_(torch.as_tensor(mean_target, dtype=head.bias.dtype))
+        head.weight.mul_(0.1)
+
+
 def split_records(records: Sequence[FaceRecord], ctx: FoldContext) -> dict[str, list[FaceRecord]]:
     parts = {}
     for part in ("train", "val", "test"):
@@ -101,6 +113,8 @@ def train_role(role: Role, recipe: FaceRecipe, records: Sequence[FaceRecord], ct
     meta = model_meta(recipe, role, n_points, ctx.fold, ctx.manifest.sha)
     torch.manual_seed(derive_seed(recipe.seed, role, ctx.fold, "init"))
     model = build_regressor(meta, cfg.pretrained, cfg.weights, cfg.drop_path)
+    if cfg.mean_shape_init:
+        init_head_to_mean_shape(model, train_set.mean_target())
     teachers = kd_loss = None
     if role == "student":
         teachers = {name: _teacher(recipe, name, ctx, n_points, amp_dtype, device) for name in ("tough", "tolerant")}
