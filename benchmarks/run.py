@@ -19,7 +19,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, also when imported from elsewhere
 
-import torch  # noqa: E402
 
 from kdcore.atomic import atomic_write_json  # noqa: E402
 from kdcore.device import resolve_device  # noqa: E402

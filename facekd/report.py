@@ -10,8 +10,6 @@ reachable. See :func:`build_report` for the JSON layout.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 
 from facekd.metrics import auc, ced_curve, failure_rate, nme, per_landmark_error
 from kdcore.errors import DataError
-from kdcore.report import (RunInputs, audit_summary, bootstrap_samples, difference_samples, json_safe,
+from kdcore.report import (RunInputs, audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
                            paired_bootstrap_samples, read_json, read_run, summarize_samples, write_report)
 from kdcore.stats import fold_summary
 
@@ -286,21 +284,13 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
     return report
 
 
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
-    return buffer.getvalue()
-
-
 def _csv_files(report: dict) -> dict[str, str]:
     files, summary_rows, subset_rows = {}, [], []
     for name, model in report["models"].items():
-        files[f"{safe_name(name)}_folds.csv"] = _csv(
+        files[f"{safe_name(name)}_folds.csv"] = csv_text(
             ["fold", "n_images", "n_subjects", *METRICS],
             [[f["fold"], f["n_images"], f["n_subjects"], *[f[m] for m in METRICS]] for f in model["folds"]])
-        files[f"{safe_name(name)}_per_landmark.csv"] = _csv(
+        files[f"{safe_name(name)}_per_landmark.csv"] = csv_text(
             ["landmark", "mean_nme"], [[i, v] for i, v in enumerate(model["per_landmark_error"])])
         for m in METRICS:
             s = model["summary"][m]
@@ -308,10 +298,10 @@ def _csv_files(report: dict) -> dict[str, str]:
         for subset, entry in model["subsets"].items():
             for m in METRICS:
                 subset_rows.append([name, subset, m, entry[m]["pooled"], *(entry[m]["ci95"] or [None, None])])
-    files["summary.csv"] = _csv(["model", "metric", "fold_mean", "fold_std", "pooled", "ci_lo", "ci_hi"], summary_rows)
-    files["subsets.csv"] = _csv(["model", "subset", "metric", "pooled", "ci_lo", "ci_hi"], subset_rows)
+    files["summary.csv"] = csv_text(["model", "metric", "fold_mean", "fold_std", "pooled", "ci_lo", "ci_hi"], summary_rows)
+    files["subsets.csv"] = csv_text(["model", "subset", "metric", "pooled", "ci_lo", "ci_hi"], subset_rows)
     comparison_rows = [[key, m, v["difference"], *(v["ci95"] or [None, None])]
                        for key, comp in report["comparisons"].items() if comp.get("available")
                        for m, v in comp["metrics"].items()]
-    files["comparisons.csv"] = _csv(["comparison", "metric", "difference", "ci_lo", "ci_hi"], comparison_rows)
+    files["comparisons.csv"] = csv_text(["comparison", "metric", "difference", "ci_lo", "ci_hi"], comparison_rows)
     return files

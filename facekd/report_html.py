@@ -10,7 +10,7 @@ import numpy as np
 
 from kdcore.errors import DataError
 from kdcore.images import read_image
-from kdcore.report import (PROFILE_HEADER, HtmlDocument, audit_lines, bar_plot, figure_png, fmt, line_plot, new_figure,
+from kdcore.report import (PROFILE_HEADER, HtmlDocument, audit_section, bar_plot, figure_png, fmt, line_plot, new_figure,
                            profile_rows, training_curves)
 
 if TYPE_CHECKING:
@@ -137,17 +137,7 @@ def _protocol(doc: HtmlDocument, report: dict) -> None:
                   f"({report['settings']['scheme'] or 'scheme not recorded'}).")
     doc.table(["fold", f"train {group}s", f"val {group}s", f"test {group}s", "test faces"],
               [[f["fold"], f["train"], f["val"], f["test"], f["test_images"]] for f in protocol["folds"]])
-    audit = protocol.get("audit")
-    if audit:
-        facts, excluded = audit_lines(audit)
-        doc.paragraph("Data audit (integrity gate):").bullets(facts)
-        if excluded:
-            doc.paragraph(excluded)
-    else:
-        doc.paragraph("No audit.json in this run folder: no integrity-gate summary available.", "muted")
-    for name, folds in protocol.get("incomplete", {}).items():
-        doc.paragraph(f"{name}: fold(s) {folds} have a folder but no done.json (still running or interrupted); "
-                      "they are not reported.", "warn")
+    audit_section(doc, protocol)
 
 
 def _results(doc: HtmlDocument, report: dict, pngs: dict) -> None:

@@ -10,8 +10,6 @@ file) and ``RUN/report/`` (CSV tables and PNG plots). See :func:`build_report` f
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kdcore.errors import DataError
-from kdcore.report import (RunInputs, audit_summary, bootstrap_samples, difference_samples, json_safe,
+from kdcore.report import (RunInputs, audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
                            paired_bootstrap_samples, read_run, summarize_samples, write_report)
 from kdcore.stats import fold_summary, mcnemar
 
@@ -267,20 +265,12 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
     return report
 
 
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
-    return buffer.getvalue()
-
-
 def _csv_files(report: dict) -> dict[str, str]:
     files = {}
     metrics = list(REPORT_METRICS)
     summary_rows = []
     for name, model in report["models"].items():
-        files[f"{safe_name(name)}_folds.csv"] = _csv(
+        files[f"{safe_name(name)}_folds.csv"] = csv_text(
             ["fold", "n_images", "n_patients", *metrics],
             [[f["fold"], f["n_images"], f["n_patients"], *[f[m] for m in metrics]] for f in model["folds"]])
         class_rows = []
@@ -290,17 +280,17 @@ def _csv_files(report: dict) -> dict[str, str]:
                 ci = entry[m]["ci95"] or [None, None]
                 row += [entry[m]["pooled"], *ci]
             class_rows.append(row)
-        files[f"{safe_name(name)}_per_class.csv"] = _csv(
+        files[f"{safe_name(name)}_per_class.csv"] = csv_text(
             ["class", "support", *[f"{m}{s}" for m in CLASS_METRICS for s in ("", "_ci_lo", "_ci_hi")]], class_rows)
         for m in metrics:
             s = model["summary"][m]
             summary_rows.append([name, m, s["mean"], s["std"], s["pooled"], *(s["ci95"] or [None, None])])
-    files["summary.csv"] = _csv(["model", "metric", "fold_mean", "fold_std", "pooled", "ci_lo", "ci_hi"], summary_rows)
+    files["summary.csv"] = csv_text(["model", "metric", "fold_mean", "fold_std", "pooled", "ci_lo", "ci_hi"], summary_rows)
     comparison_rows = []
     for key, comp in report["comparisons"].items():
         if not comp.get("available"):
             continue
         for m, v in comp["metrics"].items():
             comparison_rows.append([key, m, v["difference"], *(v["ci95"] or [None, None])])
-    files["comparisons.csv"] = _csv(["comparison", "metric", "difference", "ci_lo", "ci_hi"], comparison_rows)
+    files["comparisons.csv"] = csv_text(["comparison", "metric", "difference", "ci_lo", "ci_hi"], comparison_rows)
     return files

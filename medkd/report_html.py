@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from kdcore.report import (PROFILE_HEADER, HtmlDocument, audit_lines, bar_plot, figure_png, fmt, fmt_ci, fmt_mean_std,
+from kdcore.report import (PROFILE_HEADER, HtmlDocument, audit_section, bar_plot, figure_png, fmt, fmt_ci, fmt_mean_std,
                            heatmap, line_plot, new_figure, profile_rows, training_curves)
 
 from .metrics import CLASS_METRICS
@@ -94,17 +94,7 @@ def _protocol(doc: HtmlDocument, report: dict) -> None:
                   f"Fold manifest {protocol['manifest_sha']} (seed {protocol['seed']}).")
     rows = [[f["fold"], f["train"], f["val"], f["test"], f["test_images"]] for f in protocol["folds"]]
     doc.table(["fold", "train patients", "val patients", "test patients", "test images"], rows)
-    audit = protocol.get("audit")
-    if audit:
-        facts, excluded = audit_lines(audit)
-        doc.paragraph("Data audit (integrity gate):").bullets(facts)
-        if excluded:
-            doc.paragraph(excluded)
-    else:
-        doc.paragraph("No audit.json in this run folder: no integrity-gate summary available.", "muted")
-    for name, folds in protocol.get("incomplete", {}).items():
-        doc.paragraph(f"{name}: fold(s) {folds} have a folder but no done.json (still running or interrupted); "
-                      "they are not reported.", "warn")
+    audit_section(doc, protocol)
 
 
 def _results(doc: HtmlDocument, report: dict, pngs: dict) -> None:

@@ -92,12 +92,12 @@ def folds_section(run_dir: str | os.PathLike, fold: int, group_name: str = "pati
         return "## Folds\n\n`folds.json` is missing: the cross-validation split is unknown."
     folds = manifest.get("folds", [])
     rows = [(f.get("fold"), len(f.get("train", [])), len(f.get("val", [])), len(f.get("test", []))) for f in folds]
-    text = [f"## Folds", "",
+    text = ["## Folds", "",
             f"{manifest.get('n_folds', len(folds))}-fold cross-validation grouped by {group_name} (manifest "
             f"`{manifest.get('sha', 'unknown')}`, seed {manifest.get('seed', 'unknown')}): no {group_name.rstrip('s')} "
             f"is in two parts of a fold. This export is fold {fold}: trained on its train part, model "
             f"selection on its validation part, its test part never seen in training.", "",
-            _table([f"fold", f"train {group_name}", f"val {group_name}", f"test {group_name}"], rows)]
+            _table(["fold", f"train {group_name}", f"val {group_name}", f"test {group_name}"], rows)]
     return "\n".join(text)
 
 

@@ -142,7 +142,7 @@ def test_paired_interval_is_narrower_than_unpaired(built):
     run, items, report = built
     paired = report["comparisons"]["student_vs_baseline"]["metrics"]["accuracy"]["ci95"]
     # Unpaired: each model resampled on its own patients (different seeds), then differenced.
-    ids, patients, correct = {}, {}, {}
+    patients, correct = {}, {}
     for name in ("student", "baseline"):
         rows = []
         for fold in range(3):

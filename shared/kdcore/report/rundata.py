@@ -185,6 +185,33 @@ def audit_lines(summary: dict, max_shown: int = 50) -> tuple[list[str], str | No
     return facts, line
 
 
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    """A CSV document (None written as an empty cell), for the report's per-fold tables."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return buffer.getvalue()
+
+
+def audit_section(doc: Any, protocol: dict) -> None:
+    """The integrity-gate summary and the models with unfinished folds, in an HtmlDocument."""
+    audit = protocol.get("audit")
+    if audit:
+        facts, excluded = audit_lines(audit)
+        doc.paragraph("Data audit (integrity gate):").bullets(facts)
+        if excluded:
+            doc.paragraph(excluded)
+    else:
+        doc.paragraph("No audit.json in this run folder: no integrity-gate summary available.", "muted")
+    for name, folds in protocol.get("incomplete", {}).items():
+        doc.paragraph(f"{name}: fold(s) {folds} have a folder but no done.json (still running or interrupted); "
+                      "they are not reported.", "warn")
+
+
 def profile_rows(profiles: dict[str, dict | None]) -> list[list[Any]]:
     """Table rows (see ``PROFILE_HEADER``) from ``model_profile.json`` entries
     ``{params, flops, latency_ms: {median_ms, ...} | number, input_size, arch?}``; models without one are skipped."""
