@@ -41,7 +41,7 @@ def make_face_run(base: Path, size: int = 32, data_root: Path | None = None, rep
         if LFPW.is_dir():
             root, names = LFPW, sorted(p.name for p in LFPW.glob("*.png"))[:12]
         else:
-            root, names = base / "data", _synthetic_faces(base / "data")
+            root, names = base / "data", _synthetic_faces(base / "data", n=12)  # as many as the real ones
     else:
         root, names = data_root, [f"face_{i}.png" for i in range(6)]
     items = [{"id": Path(n).stem, "path": n, "subject": Path(n).stem, "subset": "test", "image_index": None}
