@@ -83,3 +83,21 @@ def test_rng_state_round_trip_is_weights_only_safe(tmp_path):
 def test_environment_info_has_versions():
     info = environment_info(seed=1)
     assert info["python"] and info["cpu_count"] >= 1
+
+
+def test_tensorboard_logger_writes_scalars(tmp_path):
+    from kdcore.logs import TensorBoardLogger
+
+    board = TensorBoardLogger(tmp_path / "tb")
+    board.scalars("student/fold0", {"loss": 0.5, "note": "text is skipped"}, step=1)
+    board.close()
+    events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    TensorBoardLogger(None).scalars("x", {"loss": 1.0}, 0)  # disabled: a no-op by request, not by accident
+
+
+def test_progress_bars_are_quiet_under_ci(monkeypatch):
+    from kdcore.logs import progress_enabled
+
+    monkeypatch.setenv("CI", "1")
+    assert not progress_enabled()
