@@ -26,8 +26,8 @@ from facekd.io import read_pts
 from facekd.preprocess import normalize_rgb
 from facekd.schemes import get_scheme
 from kdcore.errors import DataError, KDError
-from kdcore.export import (RunModel, assert_no_absolute_paths, export_model, find_run_models, load_run_model,
-                           pick_items, read_run_file, report_means, run_data_root, run_items, run_source,
+from kdcore.export import (assert_no_absolute_paths, export_model, find_run_models, load_run_model, parse_formats,
+                           pick_items, read_run_file, report_means, run_data_root, run_items, run_source, RunModel,
                            select_folds)
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
@@ -42,14 +42,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
 def _parse_formats(formats: Iterable[str] | str) -> set[str]:
-    wanted = {f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()}
-    if "bundle" in wanted:
+    if "bundle" in (formats.split(",") if isinstance(formats, str) else formats):
         raise KDError("--format bundle: MONAI bundles are for the OCT classifier (medkd); "
                       "landmark models export as onnx and torchscript")
-    unknown = wanted - set(FORMATS)
-    if unknown or not wanted:
-        raise KDError(f"--format {','.join(sorted(wanted)) or '(empty)'}: choose from {', '.join(FORMATS)}")
-    return wanted
+    return parse_formats(formats, FORMATS)
 
 
 def face_contract(entry: RunModel) -> dict[str, Any]:

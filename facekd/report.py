@@ -19,11 +19,12 @@ import numpy as np
 
 from facekd.metrics import auc, ced_curve, failure_rate, nme, per_landmark_error
 from kdcore.errors import DataError
-from kdcore.report import (RunInputs, audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
-                           paired_bootstrap_samples, read_json, read_run, summarize_samples, write_report)
+from kdcore.report import (audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
+                           paired_bootstrap_samples, read_json, read_run, RunInputs, safe_name, summarize_samples,
+                           write_report)
 from kdcore.stats import fold_summary
 
-from .report_html import draw_overlays, render_report, safe_name
+from .report_html import draw_overlays, render_report
 
 __all__ = ["build_report", "landmark_metrics", "MODEL_ORDER", "METRICS", "THRESHOLD"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -10,13 +9,13 @@ import numpy as np
 
 from kdcore.errors import DataError
 from kdcore.images import read_image
-from kdcore.report import (PROFILE_HEADER, HtmlDocument, audit_section, bar_plot, figure_png, fmt, line_plot, new_figure,
-                           profile_rows, training_curves)
+from kdcore.report import (PROFILE_HEADER, HtmlDocument, audit_section, bar_plot, figure_png, fmt, line_plot,
+                           new_figure, profile_rows, safe_name, training_curves)
 
 if TYPE_CHECKING:
     from .report import LandmarkPredictions
 
-__all__ = ["render_report", "draw_overlays", "safe_name"]
+__all__ = ["render_report", "draw_overlays"]
 
 LABELS = {"nme": "NME (%)", "fr": "FR@0.1 (%)", "auc": "AUC@0.1"}
 SCALE = {"nme": 100.0, "fr": 100.0, "auc": 1.0}  # NME and FR shown in percent, stored as fractions
@@ -34,11 +33,6 @@ HOW_TO_READ = [
     "Comparisons give student minus other model on the same faces with a paired subject bootstrap; for NME and "
     "FR a negative difference favours the student, for AUC a positive one.",
 ]
-
-
-def safe_name(name: str) -> str:
-    """A model name usable as a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def _ci_text(metric: str, value: Any, ci: Sequence[float] | None) -> str:

@@ -25,9 +25,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from kdcore.errors import KDError
-from kdcore.export import (ATOL, RTOL, RunModel, assert_no_absolute_paths, check_parity, compare_outputs, export_model,
-                           find_run_models, load_run_model, pick_items, read_run_file, report_means, run_data_root,
-                           run_items, run_source, select_folds, torch_runner, write_parity)
+from kdcore.export import (ATOL, RTOL, assert_no_absolute_paths, check_parity, compare_outputs, export_model,
+                           find_run_models, load_run_model, parse_formats, pick_items, read_run_file, report_means,
+                           run_data_root, run_items, run_source, RunModel, select_folds, torch_runner, write_parity)
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
                               render_model_card, source_section, write_model_card)
@@ -39,14 +39,6 @@ __all__ = ["export_run", "export_fold", "oct_contract", "parity_inputs", "FORMAT
 FORMATS = ("onnx", "torchscript", "bundle")
 PREFERRED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "f1_macro", "auc", "macro_auc", "sensitivity",
                      "specificity", "kappa")
-
-
-def _parse_formats(formats: Iterable[str] | str) -> set[str]:
-    wanted = {f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()}
-    unknown = wanted - set(FORMATS)
-    if unknown or not wanted:
-        raise KDError(f"--format {','.join(sorted(wanted)) or '(empty)'}: choose from {', '.join(FORMATS)}")
-    return wanted
 
 
 def oct_contract(entry: RunModel) -> dict[str, Any]:
@@ -157,7 +149,7 @@ def _card(entry: RunModel, contract: dict[str, Any], result: dict[str, Any], bun
 def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[str] | str = ("onnx", "torchscript"),
                 n_inputs: int = 8, schema: str | os.PathLike | None = None) -> dict[str, Any]:
     """Export one fold's model into ``out_dir`` (see :func:`export_run`)."""
-    formats = _parse_formats(formats)
+    formats = parse_formats(formats, FORMATS)
     out_dir = Path(out_dir)
     model = load_run_model(entry)
     contract = oct_contract(entry)
@@ -225,7 +217,7 @@ def export_run(run_dir: str | os.PathLike, folds: int | Sequence[int] | str | No
     Returns:
         ``{"run", "model", "selected_by", "out_dir", "folds": [per-fold summaries with "parity" and "latency"]}``.
     """
-    _parse_formats(formats)
+    parse_formats(formats, FORMATS)
     run_dir = Path(run_dir)
     models = find_run_models(run_dir, model)
     chosen = select_folds(models, folds)

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from kdcore.errors import DataError
-from kdcore.report import (RunInputs, audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
-                           paired_bootstrap_samples, read_run, summarize_samples, write_report)
+from kdcore.report import (audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
+                           paired_bootstrap_samples, read_run, RunInputs, safe_name, summarize_samples, write_report)
 from kdcore.stats import fold_summary, mcnemar
 
 from .metrics import (CLASS_METRICS, ECE_BINS, MACRO_METRICS, classification_metrics, flat_metrics, reliability_bins,
                       roc_curves)
-from .report_html import render_report, safe_name
+from .report_html import render_report
 
 __all__ = ["build_report", "REPORT_METRICS", "MODEL_ORDER"]
 

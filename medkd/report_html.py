@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
-from kdcore.report import (PROFILE_HEADER, HtmlDocument, audit_section, bar_plot, figure_png, fmt, fmt_ci, fmt_mean_std,
-                           heatmap, line_plot, new_figure, profile_rows, training_curves)
+from kdcore.report import (PROFILE_HEADER, HtmlDocument, audit_section, bar_plot, figure_png, fmt, fmt_ci,
+                           fmt_mean_std, heatmap, line_plot, new_figure, profile_rows, safe_name, training_curves)
 
 from .metrics import CLASS_METRICS
 
-__all__ = ["render_report", "safe_name"]
+__all__ = ["render_report"]
 
 LABELS = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
           "precision": "Precision", "f1": "F1", "auc": "AUC", "ece": "ECE (lower is better)"}
@@ -32,11 +31,6 @@ HOW_TO_READ = [
     "This is a research evaluation, not a medical device. It is not validated for diagnosis and must not be "
     "used to make clinical decisions.",
 ]
-
-
-def safe_name(name: str) -> str:
-    """A model name usable as a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def _reliability_png(bins: Sequence[dict], title: str) -> bytes:

@@ -10,7 +10,7 @@ Modules: :mod:`.onnx`, :mod:`.torchscript` (exporters), :mod:`.parity` (the pari
 folders, fold choice), :mod:`.folder` (one verified export folder).
 """
 
-from .folder import export_model, measure_export_latency
+from .folder import export_model, measure_export_latency, parse_formats
 from .onnx import ONNX_OPSET, export_onnx
 from .parity import ATOL, RTOL, ParityCheck, check_parity, compare_outputs, write_parity
 from .runs import (RunModel, find_run_models, load_run_model, lower_is_better, pick_items, read_run_file,
@@ -23,7 +23,7 @@ from .torchscript import export_torchscript
 __all__ = [
     # exporting and checking
     "SIDECAR", "ONNX_OPSET", "ATOL", "RTOL", "ParityCheck", "export_onnx", "export_torchscript", "compare_outputs",
-    "check_parity", "write_parity", "export_model", "measure_latency_ms", "measure_export_latency", "machine_info",
+    "check_parity", "write_parity", "export_model", "parse_formats", "measure_latency_ms", "measure_export_latency", "machine_info",
     "package_versions", "write_sidecar", "read_sidecar", "find_absolute_paths", "assert_no_absolute_paths",
     # running exported files
     "onnx_runner", "torchscript_runner", "torch_runner", "resolve_export", "load_runner",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -103,3 +103,14 @@ def measure_export_latency(model: Any, out_dir: str | os.PathLike, one: np.ndarr
         torch.set_num_threads(previous)
     latency["machine"] = machine_info()
     return latency
+
+
+def parse_formats(formats: Iterable[str] | str, allowed: Sequence[str]) -> set[str]:
+    """``"onnx,torchscript"`` or a collection -> a set of format names, each one of ``allowed``."""
+    wanted = {f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()}
+    unknown = wanted - set(allowed)
+    if unknown or not wanted:
+        from ..errors import KDError
+
+        raise KDError(f"--format {','.join(sorted(wanted)) or '(empty)'}: choose from {', '.join(allowed)}")
+    return wanted

@@ -185,6 +185,13 @@ def audit_lines(summary: dict, max_shown: int = 50) -> tuple[list[str], str | No
     return facts, line
 
 
+def safe_name(name: str) -> str:
+    """A model name usable as a file name."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
 def csv_text(header: list[str], rows: list[list[Any]]) -> str:
     """A CSV document (None written as an empty cell), for the report's per-fold tables."""
     import csv
