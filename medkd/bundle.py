@@ -132,6 +132,7 @@ def bundle_inference_config(contract: Mapping[str, Any]) -> dict[str, Any]:
         "imports": ["$import os", "$import glob", "$import csv", "$import numpy", "$import cv2", "$import torch",
                     "$import timm"],
         "bundle_root": ".",
+        "weights_file": "$os.path.join(@bundle_root, 'models', 'model.pt')",
         "input_dir": "$@bundle_root + '/samples'",
         "output_file": "predictions.csv",
         "device": "$torch.device('cpu')",
@@ -164,8 +165,7 @@ def bundle_inference_config(contract: Mapping[str, Any]) -> dict[str, Any]:
                               "[[os.path.basename(f), @class_names[max(range(len(p)), key=p.__getitem__)]] + "
                               "['%.6f' % v for v in p] for f, p in rows])"),
         "initialize": [
-            ("$@network.load_state_dict(torch.load(os.path.join(@bundle_root, 'models', 'model.pt'), "
-             "map_location=@device, weights_only=True))"),
+            ("$@network.load_state_dict(torch.load(@weights_file, map_location=@device, weights_only=True))"),
             "$@network.eval()",
         ],
         "run": ["$@write_predictions([(f, @predict(f)) for f in @datalist])"],
