@@ -56,10 +56,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
                          n_points=args.n_points)
     for problem in report.problems:
         print(f"{problem.severity.upper():8s} {problem}")
-    summary = report.to_dict()
-    print(f"{summary.get('images')} images, {summary.get('faces')} faces, {summary.get('subjects')} subjects")
+    print(f"{report.images} images, {report.faces} faces, {report.subjects} subjects")
     if args.out:
-        atomic_write_json(args.out, summary)
+        atomic_write_json(args.out, report.to_dict())
         print(f"wrote {args.out}")
     blocking = len(report.blocking)
     print(f"{blocking} blocking problem(s), {len(report.problems) - blocking} other finding(s)")

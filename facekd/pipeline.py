@@ -8,7 +8,7 @@ from typing import Sequence
 
 from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
-from kdcore.experiment import manifest_for_run, open_run, profile_models
+from kdcore.experiment import manifest_for_run, open_run, profile_models, undo_new_run_on_error
 from kdcore.logs import get_logger
 from kdcore.rundir import RunDir
 from kdcore.runner import FoldRunner, ModelSpec
@@ -27,9 +27,10 @@ def run_pipeline(recipe: FaceRecipe, out: str | Path, folds: Sequence[int] | Non
     started = time.perf_counter()
     seed_everything(recipe.seed, deterministic=recipe.runtime.deterministic)
     init_from_env(resolve_device(recipe.runtime.device))
-    run = open_run(recipe, out)
-    records = prepare_faces(recipe, run)
-    manifest = manifest_for_run(run, build_manifest(recipe, records))
+    with undo_new_run_on_error(out):
+        run = open_run(recipe, out)
+        records = prepare_faces(recipe, run)
+        manifest = manifest_for_run(run, build_manifest(recipe, records))
     root, _ = resolve_data(recipe, run.path)  # every rank: it passes a barrier
     if is_main_process():
         write_dataset_index(run, records, root)

@@ -140,7 +140,9 @@ def integrity_gate(report: AuditReport, exclude: bool) -> list[str]:
         return []
     what = f"audit of {report.format} dataset at {report.root}"
     if not exclude:
-        raise_blocking(blocking, what + " (exclude=True drops unreadable images)")
+        hint = " (a recipe with data.on_bad_image: exclude leaves unreadable images out)" \
+            if any(p.kind in EXCLUDABLE_KINDS for p in blocking) else ""
+        raise_blocking(blocking, what + hint)
     raise_blocking([p for p in blocking if p.kind not in EXCLUDABLE_KINDS or p.image_id is None], what)
     return sorted({p.image_id for p in blocking if p.image_id is not None})
 

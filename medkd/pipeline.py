@@ -16,7 +16,7 @@ from kdcore.cv import FoldManifest, make_fold_manifest
 from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
 from kdcore.errors import DataError
-from kdcore.experiment import manifest_for_run, open_run
+from kdcore.experiment import manifest_for_run, open_run, undo_new_run_on_error
 from kdcore.logs import get_logger
 from kdcore.rundir import RunDir
 from kdcore.runner import FoldRunner, ModelSpec
@@ -64,9 +64,10 @@ def run_pipeline(recipe: OCTRecipe, out: str | Path, folds: Sequence[int] | None
     started = time.perf_counter()
     seed_everything(recipe.seed, deterministic=recipe.runtime.deterministic)
     init_from_env(resolve_device(recipe.runtime.device))
-    run = open_run(recipe, out)
-    dataset = prepare_dataset(recipe, run)
-    manifest = manifest_for_run(run, build_manifest(recipe, dataset))
+    with undo_new_run_on_error(out):
+        run = open_run(recipe, out)
+        dataset = prepare_dataset(recipe, run)
+        manifest = manifest_for_run(run, build_manifest(recipe, dataset))
     if is_main_process():
         write_dataset_index(run, dataset)
 

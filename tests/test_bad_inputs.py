@@ -172,6 +172,7 @@ def test_class_with_fewer_patients_than_folds(neh, tmp_path, capsys):
     recipe = write_tiny_recipe(tmp_path, data={"format": "neh"}, cv={"folds": 5})
     code, out = run_cli(medkd.cli, ["run", recipe, "--data-root", neh, "--out", tmp_path / "run"], capsys)
     assert code == 2 and "class 'CNV' has 2 patient(s), fewer than 5 folds" in out
+    assert not (tmp_path / "run").exists(), "a run that could not start must leave no folder behind"
 
 
 # ----------------------------------------------------------------- landmark files
@@ -297,6 +298,14 @@ def test_checkpoint_with_code_is_refused_not_run(tmp_path):
     with pytest.raises(CheckpointError, match="last.pt: refused to load"):
         load_checkpoint(evil)
     assert not marker.exists()
+
+
+def test_missing_data_root_leaves_no_run_folder(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path, data={"format": "oct2017"})
+    code, out = run_cli(medkd.cli, ["run", recipe, "--data-root", tmp_path / "nowhere", "--out", tmp_path / "run"],
+                        capsys)
+    assert code == 2 and "nowhere" in out and "does not exist" in out
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_without_a_run(tmp_path, capsys):

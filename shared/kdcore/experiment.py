@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from pathlib import Path
+from typing import Iterator
 from typing import Callable
 
 import torch
@@ -19,7 +23,7 @@ from .rundir import RunDir
 from .sampling import SeededSampler
 from .seeding import derive_seed, seed_worker
 
-__all__ = ["open_run", "manifest_for_run", "train_loader", "eval_loader", "profile_models", "main_process_first"]
+__all__ = ["open_run", "undo_new_run_on_error", "manifest_for_run", "train_loader", "eval_loader", "profile_models", "main_process_first"]
 
 
 def main_process_first(make: Callable[[], None]) -> None:
@@ -27,6 +31,23 @@ def main_process_first(make: Callable[[], None]) -> None:
     if is_main_process():
         make()
     barrier()
+
+
+@contextlib.contextmanager
+def undo_new_run_on_error(out: str | os.PathLike) -> Iterator[None]:
+    """Remove a run folder made by this invocation when setup fails (bad data, bad split), so a failed start
+    leaves nothing half-written behind; a folder that held a run before is never touched."""
+    out = Path(out)
+    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+    try:
+        yield
+    except BaseException:
+        if fresh and out.is_dir() and is_main_process():
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            if not any(out.iterdir()):
+                out.rmdir()
+        raise
 
 
 def open_run(recipe, out: str | os.PathLike) -> RunDir:
