@@ -48,8 +48,8 @@ def resolve_data(recipe: FaceRecipe, run_path: Path | None) -> tuple[Path, str]:
     return Path(data.root), data.format
 
 
-def prepare_faces(recipe: FaceRecipe, run: RunDir) -> list[FaceRecord]:
-    """Audit the faces (integrity gate), write ``audit.json``, return the faces the run may use."""
+def prepare_faces(recipe: FaceRecipe, run: RunDir) -> tuple[list[FaceRecord], Path]:
+    """Audit the faces (integrity gate), write ``audit.json``, return the faces the run may use and the data root."""
     from .audit import audit_faces, integrity_gate
 
     root, fmt = resolve_data(recipe, run.path)
@@ -66,7 +66,7 @@ def prepare_faces(recipe: FaceRecipe, run: RunDir) -> list[FaceRecord]:
         raise DataError(f"{root}: faces with different point counts {dict(counts)}; one scheme per run")
     log.info("data: %d faces, %d subjects, %d points", len(records), len({r.subject for r in records}),
              next(iter(counts)))
-    return records
+    return records, root
 
 
 def subset_tags(record: FaceRecord) -> str:

@@ -8,14 +8,14 @@ from typing import Sequence
 
 from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
-from kdcore.experiment import manifest_for_run, open_run, profile_models, undo_new_run_on_error
+from kdcore.experiment import finish_run, manifest_for_run, open_run, profile_models, undo_new_run_on_error
 from kdcore.logs import get_logger
 from kdcore.rundir import RunDir
 from kdcore.runner import FoldRunner, ModelSpec
 from kdcore.seeding import seed_everything
 
 from .config import FaceRecipe
-from .data_prep import build_manifest, prepare_faces, resolve_data, write_dataset_index
+from .data_prep import build_manifest, prepare_faces, write_dataset_index
 from .fold_training import build_regressor, model_meta, train_role
 
 __all__ = ["run_pipeline"]
@@ -29,9 +29,8 @@ def run_pipeline(recipe: FaceRecipe, out: str | Path, folds: Sequence[int] | Non
     init_from_env(resolve_device(recipe.runtime.device))
     with undo_new_run_on_error(out):
         run = open_run(recipe, out)
-        records = prepare_faces(recipe, run)
+        records, root = prepare_faces(recipe, run)
         manifest = manifest_for_run(run, build_manifest(recipe, records))
-    root, _ = resolve_data(recipe, run.path)  # every rank: it passes a barrier
     if is_main_process():
         write_dataset_index(run, records, root)
 
@@ -51,14 +50,8 @@ def run_pipeline(recipe: FaceRecipe, out: str | Path, folds: Sequence[int] | Non
                 for s in specs}
     size = recipe.data.image_size
     profile_models(run, builders, (3, size, size), recipe.report.latency_runs)
-    missing = {s.name: sorted(set(range(manifest.n_folds)) - set(runner.completed_folds(s.name))) for s in specs}
-    missing = {k: v for k, v in missing.items() if v}
-    if missing:
-        log.info("folds still to run: %s; run them (same recipe and --out), then `facekd report %s`", missing, run.path)
-    elif build_report:
-        from .report import build_report as write_report
+    from .report import build_report as write_report
 
-        write_report(run.path, n_boot=recipe.report.bootstrap, seed=recipe.seed)
-        log.info("report: %s", run.path / "report.html")
+    finish_run(run, runner, "facekd", write_report if build_report else None, recipe.report.bootstrap, recipe.seed)
     log.info("run finished in %.1f s: %s", time.perf_counter() - started, run.path)
     return run

@@ -16,7 +16,7 @@ from kdcore.cv import FoldManifest, make_fold_manifest
 from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
 from kdcore.errors import DataError
-from kdcore.experiment import manifest_for_run, open_run, undo_new_run_on_error
+from kdcore.experiment import finish_run, manifest_for_run, open_run, undo_new_run_on_error
 from kdcore.logs import get_logger
 from kdcore.rundir import RunDir
 from kdcore.runner import FoldRunner, ModelSpec
@@ -80,15 +80,9 @@ def run_pipeline(recipe: OCTRecipe, out: str | Path, folds: Sequence[int] | None
     if not is_main_process():
         return run
 
-    missing = {s.name: sorted(set(range(manifest.n_folds)) - set(runner.completed_folds(s.name))) for s in specs}
-    missing = {k: v for k, v in missing.items() if v}
     profile_models(run, recipe, dataset.classes)
-    if missing:
-        log.info("folds still to run: %s; run them (same recipe and --out), then `medkd report %s`", missing, run.path)
-    elif build_report:
-        from .report import build_report as write_report
+    from .report import build_report as write_report
 
-        write_report(run.path, n_boot=recipe.report.bootstrap, seed=recipe.seed)
-        log.info("report: %s", run.path / "report.html")
+    finish_run(run, runner, "medkd", write_report if build_report else None, recipe.report.bootstrap, recipe.seed)
     log.info("run finished in %.1f s: %s", time.perf_counter() - started, run.path)
     return run

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from typing import Callable
 
 import torch
@@ -23,7 +23,7 @@ from .rundir import RunDir
 from .sampling import SeededSampler
 from .seeding import derive_seed, seed_worker
 
-__all__ = ["open_run", "undo_new_run_on_error", "manifest_for_run", "train_loader", "eval_loader", "profile_models", "main_process_first"]
+__all__ = ["open_run", "undo_new_run_on_error", "manifest_for_run", "finish_run", "train_loader", "eval_loader", "profile_models", "main_process_first"]
 
 
 def main_process_first(make: Callable[[], None]) -> None:
@@ -68,6 +68,19 @@ def open_run(recipe, out: str | os.PathLike) -> RunDir:
         get_logger(__name__).info("DDP: world size %d, %s backend, rank 0 writes the run folder", world_size(),
                                   dist.get_backend())
     return run
+
+
+def finish_run(run: RunDir, runner: Any, tool: str, build_report: Callable[..., Any] | None, n_boot: int,
+               seed: int) -> None:
+    """Write the report when every fold of every model is done; otherwise say which folds are left."""
+    log = get_logger(tool)
+    missing = runner.missing_folds()
+    if missing:
+        log.info("folds still to run: %s; run them (same recipe and --out), then `%s report %s`", missing, tool,
+                 run.path)
+    elif build_report is not None:
+        build_report(run.path, n_boot=n_boot, seed=seed)
+        log.info("report: %s", run.path / "report.html")
 
 
 def manifest_for_run(run: RunDir, manifest: FoldManifest) -> FoldManifest:

@@ -149,6 +149,12 @@ class FoldRunner:
     def completed_folds(self, name: str) -> list[int]:
         return [k for k in range(self.manifest.n_folds) if self.is_done(name, k)]
 
+    def missing_folds(self) -> dict[str, list[int]]:
+        """Models with folds not complete yet (e.g. run as separate jobs), and those folds."""
+        missing = {spec.name: sorted(set(range(self.manifest.n_folds)) - set(self.completed_folds(spec.name)))
+                   for spec in self.specs}
+        return {name: folds for name, folds in missing.items() if folds}
+
     def predictions(self, name: str) -> list[dict[str, str]]:
         """Out-of-fold predictions of ``name`` over every completed fold."""
         rows: list[dict[str, str]] = []
