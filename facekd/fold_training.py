@@ -143,8 +143,7 @@ def train_role(role: Role, recipe: FaceRecipe, records: Sequence[FaceRecord], ct
     columns = ["id", "subject", "fold", "subset", "width", "height"]
     columns += [f"{axis}{i}" for i in range(n_points) for axis in "xy"]
     columns += [f"g{axis}{i}" for i in range(n_points) for axis in "xy"]
-    if trainer.checkpoint_path is not None and trainer.checkpoint_path.exists():
-        trainer.checkpoint_path.unlink()
+    trainer.discard_checkpoint()
     info.update({"kept": result.kept, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                  "stopped_early": result.stopped_early, "faces": {k: len(v) for k, v in parts.items()}})
     return FoldOutput(rows, columns, info)

@@ -113,8 +113,7 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
         row.update({f"prob_{name}": float(value) for name, value in zip(classes, p)})
         rows.append(row)
     columns = ["id", "patient", "eye", "fold", "target", "pred"] + [f"prob_{c}" for c in classes]
-    if trainer.checkpoint_path is not None and trainer.checkpoint_path.exists():
-        trainer.checkpoint_path.unlink()  # the final weights are written; the resumable state is no longer needed
+    trainer.discard_checkpoint()
     info = {"kept": result.kept, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
             "images": {part: len(records) for part, records in parts.items()}}

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .cv import FoldManifest, load_manifest
 from .device import loader_options
-from .engine.distributed import barrier, is_main_process, rank, world_size
+from .engine.distributed import barrier, broadcast_object, is_main_process, rank, world_size
 from .errors import DataError
 from .logs import get_logger, set_progress, setup_logging
 from .models import count_flops, count_parameters, measure_latency
@@ -86,7 +86,9 @@ def finish_run(run: RunDir, runner: Any, tool: str, build_report: Callable[..., 
 def manifest_for_run(run: RunDir, manifest: FoldManifest) -> FoldManifest:
     """Save ``manifest`` as the run's ``folds.json``, or check it equals the one saved before."""
     path = run.path / "folds.json"
-    if path.exists():
+    # Rank 0's view decides for all: a slower rank would otherwise see the file rank 0 has just written, skip
+    # the barrier below and leave rank 0 waiting in it forever.
+    if broadcast_object(path.exists()):
         stored = load_manifest(path)
         if stored.sha != manifest.sha:
             raise DataError(f"{path}: the data or split settings changed since this run started "

@@ -3,11 +3,13 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch.multiprocessing as mp
 
 from tests.medkd.tiny import write_tiny_recipe
 
@@ -24,14 +26,27 @@ def torchrun() -> str:
     return found
 
 
+def run_in_own_group(command: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``command``; on a timeout kill its whole process group, so no torchrun worker outlives the test."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(command[:3])} ... did not finish in {timeout} s:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def test_two_process_gloo_run_matches_single_process(tmp_path):
     recipe = write_tiny_recipe(tmp_path, **NO_BATCHNORM)
     env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "medkd.cli", "run", str(recipe), "--out", str(tmp_path / "one")],
-                            capture_output=True, text=True, env=env, timeout=240)
+    single = run_in_own_group([sys.executable, "-m", "medkd.cli", "run", str(recipe), "--out", str(tmp_path / "one")],
+                              env)
     assert single.returncode == 0, single.stderr[-3000:]
-    double = subprocess.run([torchrun(), "--standalone", "--nproc_per_node=2", "-m", "medkd.cli", "run", str(recipe),
-                             "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=240)
+    double = run_in_own_group([torchrun(), "--standalone", "--nproc_per_node=2", "-m", "medkd.cli", "run", str(recipe),
+                               "--out", str(tmp_path / "two")], env)
     assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-3000:]
     assert "world size 2" in (tmp_path / "two" / "run.log").read_text()
 
@@ -50,3 +65,35 @@ def test_two_process_gloo_run_matches_single_process(tmp_path):
     with open(tmp_path / "two" / "folds" / "fold_0" / "student" / "predictions.csv") as f:
         p2 = [float(r["prob_CNV"]) for r in csv.DictReader(f)]
     assert max(abs(a - b) for a, b in zip(p1, p2)) < 1e-3
+
+
+def _late_rank_one_writes_manifest(rank: int, store: str, run_path: str) -> None:
+    import time
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from kdcore.cv import make_fold_manifest
+    from kdcore.experiment import manifest_for_run
+    from kdcore.rundir import RunDir
+
+    # A short timeout turns a collective left waiting into an error instead of a hung test.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=20))
+    try:
+        manifest = make_fold_manifest([f"p{i}" for i in range(12)], ["a", "b"] * 6, 3, 0.25, seed=0)
+        if rank == 1:
+            time.sleep(1.5)  # rank 0 has written folds.json by the time this rank looks for it
+        stored = manifest_for_run(RunDir(run_path), manifest)
+        assert stored.sha == manifest.sha
+        gathered = [None, None]
+        dist.all_gather_object(gathered, ("after manifest", rank))
+        assert gathered == [("after manifest", 0), ("after manifest", 1)], gathered
+    finally:
+        dist.destroy_process_group()
+
+
+def test_manifest_for_run_keeps_ranks_in_step_when_one_is_late(tmp_path):
+    (tmp_path / "run").mkdir()
+    mp.spawn(_late_rank_one_writes_manifest, args=(str(tmp_path / "store"), str(tmp_path / "run")), nprocs=2)
+    assert (tmp_path / "run" / "folds.json").exists()

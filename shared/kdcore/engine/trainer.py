@@ -113,6 +113,11 @@ class Trainer:
     def checkpoint_path(self) -> Path | None:
         return self.output_dir / "last.pt" if self.output_dir is not None else None
 
+    def discard_checkpoint(self) -> None:
+        """Remove the resumable state once the final weights are written (rank 0 owns it under DDP)."""
+        if self.checkpoint_path is not None and is_main_process():
+            self.checkpoint_path.unlink(missing_ok=True)
+
     def fit(self, train_loader: torch.utils.data.DataLoader, resume: bool = True) -> FitResult:
         cfg = self.config
         steps_per_epoch = math.ceil(len(train_loader) / cfg.accumulate)
