@@ -234,6 +234,10 @@ def audit_faces(root: str | os.PathLike, format: str, split: str | None = None, 
     for record in report.records:
         by_subset[record.subset or "all"].append(record)
     report.per_subset = {name: _counts(group) for name, group in sorted(by_subset.items())}
+    if not report.records and not report.blocking:
+        report.problems.append(Problem("blocking", "no_faces", str(root),
+                                       f"no annotated face found for format {format!r}"
+                                       + (f", split {split!r}" if split else "")))
     expected = FORMATS[format].expected or {}
     for subset in _covered_subsets(format, split):
         found = report.per_subset.get(subset, {}).get("faces", 0)

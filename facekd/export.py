@@ -28,7 +28,7 @@ from facekd.schemes import get_scheme
 from kdcore.errors import DataError, KDError
 from kdcore.export import (assert_no_absolute_paths, export_model, find_run_models, load_run_model, parse_formats,
                            pick_items, read_run_file, report_means, run_data_root, run_items, run_source, RunModel,
-                           select_folds)
+                           select_folds, SIDECAR_FORMAT, SIDECAR_VERSION)
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
                               render_model_card, source_section, write_model_card)
@@ -71,7 +71,7 @@ def face_contract(entry: RunModel) -> dict[str, Any]:
     config = read_run_file(entry.run_dir, "config.yaml") or {}
     data_cfg = config.get("data", {}) if isinstance(config, dict) else {}
     return {
-        "format": "kdvision-export", "format_version": 1, "task": "landmarks", "domain": "face photographs",
+        "format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION, "task": "landmarks", "domain": "face photographs",
         "arch": meta["arch"], "role": meta.get("role"), "fold": entry.fold, "manifest": meta.get("manifest"),
         "num_outputs": int(meta.get("num_outputs", 2 * n_points)), "in_chans": int(meta.get("in_chans", 3)),
         "n_points": n_points, "scheme": meta.get("scheme", scheme.name),

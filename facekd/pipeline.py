@@ -10,13 +10,14 @@ from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
 from kdcore.experiment import finish_run, manifest_for_run, open_run, profile_models, undo_new_run_on_error
 from kdcore.logs import get_logger
+from kdcore.models import check_model_choice
 from kdcore.rundir import RunDir
 from kdcore.runner import FoldRunner, ModelSpec
 from kdcore.seeding import seed_everything
 
 from .config import FaceRecipe
 from .data_prep import build_manifest, prepare_faces, write_dataset_index
-from .fold_training import build_regressor, model_meta, train_role
+from .fold_training import build_regressor, model_meta, role_config, train_role
 
 __all__ = ["run_pipeline"]
 log = get_logger(__name__)
@@ -27,21 +28,24 @@ def run_pipeline(recipe: FaceRecipe, out: str | Path, folds: Sequence[int] | Non
     started = time.perf_counter()
     seed_everything(recipe.seed, deterministic=recipe.runtime.deterministic)
     init_from_env(resolve_device(recipe.runtime.device))
-    with undo_new_run_on_error(out):
-        run = open_run(recipe, out)
-        records, root = prepare_faces(recipe, run)
-        manifest = manifest_for_run(run, build_manifest(recipe, records))
-    if is_main_process():
-        write_dataset_index(run, records, root)
+    for role in ("tough", "tolerant", "student"):
+        cfg = role_config(recipe, role)
+        check_model_choice(cfg.model, cfg.weights, key=role, pretrained=cfg.pretrained)
 
     def spec(role: str, requires: tuple[str, ...] = ()) -> ModelSpec:
         return ModelSpec(role, lambda ctx: train_role(role, recipe, records, ctx), requires)
 
-    specs = [spec("tough"), spec("tolerant"), spec("student", ("tough", "tolerant"))]
-    if recipe.baseline.enabled:
-        specs.append(spec("baseline"))
-    runner = FoldRunner(run, manifest, specs)
-    runner.run_folds(folds, resume=resume)
+    with undo_new_run_on_error(out):
+        run = open_run(recipe, out)
+        records, root = prepare_faces(recipe, run)
+        manifest = manifest_for_run(run, build_manifest(recipe, records))
+        if is_main_process():
+            write_dataset_index(run, records, root)
+        specs = [spec("tough"), spec("tolerant"), spec("student", ("tough", "tolerant"))]
+        if recipe.baseline.enabled:
+            specs.append(spec("baseline"))
+        runner = FoldRunner(run, manifest, specs)
+        runner.run_folds(folds, resume=resume)
     if not is_main_process():
         return run
 

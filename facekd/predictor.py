@@ -65,6 +65,8 @@ class LandmarkDetector:
         if contract.get("task") != "landmarks" or not contract.get("n_points"):
             raise KDError(f"not a landmark export (task {contract.get('task')!r}, no n_points)")
         spec = contract["input"]
+        if spec.get("crop_margin") is None:
+            raise KDError("model.json: input.crop_margin missing (the face crop contract of a landmark export)")
         self._run = run
         self.contract = dict(contract)
         self.backend = backend
@@ -153,6 +155,8 @@ def predict_files(model: LandmarkDetector | str | os.PathLike, images: Iterable[
                           "rename one or run them separately")
         stems[path.stem] = path
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise KDError(f"{out}: exists and is not a folder (--out takes the folder for the .pts files)")
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for path in paths:

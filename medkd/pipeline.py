@@ -18,6 +18,7 @@ from kdcore.engine import init_from_env, is_main_process
 from kdcore.errors import DataError
 from kdcore.experiment import finish_run, manifest_for_run, open_run, undo_new_run_on_error
 from kdcore.logs import get_logger
+from kdcore.models import check_model_choice
 from kdcore.rundir import RunDir
 from kdcore.runner import FoldRunner, ModelSpec
 from kdcore.seeding import seed_everything
@@ -25,7 +26,7 @@ from kdcore.seeding import seed_everything
 from .config import OCTRecipe
 from .data import OCTDataset
 from .data_prep import prepare_dataset, write_dataset_index
-from .fold_training import train_role
+from .fold_training import role_config, train_role
 from .profile import profile_models
 
 __all__ = ["run_pipeline", "build_manifest"]
@@ -64,19 +65,23 @@ def run_pipeline(recipe: OCTRecipe, out: str | Path, folds: Sequence[int] | None
     started = time.perf_counter()
     seed_everything(recipe.seed, deterministic=recipe.runtime.deterministic)
     init_from_env(resolve_device(recipe.runtime.device))
+    for role in ("teacher", "student"):
+        cfg = role_config(recipe, role)
+        check_model_choice(cfg.model, cfg.weights, key=role, pretrained=cfg.pretrained)
     with undo_new_run_on_error(out):
         run = open_run(recipe, out)
         dataset = prepare_dataset(recipe, run)
         manifest = manifest_for_run(run, build_manifest(recipe, dataset))
-    if is_main_process():
-        write_dataset_index(run, dataset)
+        if is_main_process():
+            write_dataset_index(run, dataset)
 
-    specs = [ModelSpec("teacher", lambda ctx: train_role("teacher", recipe, dataset, ctx))]
-    specs.append(ModelSpec("student", lambda ctx: train_role("student", recipe, dataset, ctx), requires=("teacher",)))
-    if recipe.baseline.enabled:
-        specs.append(ModelSpec("baseline", lambda ctx: train_role("baseline", recipe, dataset, ctx)))
-    runner = FoldRunner(run, manifest, specs)
-    runner.run_folds(folds, resume=resume)
+        specs = [ModelSpec("teacher", lambda ctx: train_role("teacher", recipe, dataset, ctx))]
+        specs.append(ModelSpec("student", lambda ctx: train_role("student", recipe, dataset, ctx),
+                               requires=("teacher",)))
+        if recipe.baseline.enabled:
+            specs.append(ModelSpec("baseline", lambda ctx: train_role("baseline", recipe, dataset, ctx)))
+        runner = FoldRunner(run, manifest, specs)
+        runner.run_folds(folds, resume=resume)
     if not is_main_process():
         return run
 

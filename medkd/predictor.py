@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import cv2
@@ -116,6 +117,8 @@ def predict_files(model: OCTClassifier | str | os.PathLike, images: Iterable[str
 
     An unreadable image stops the run with an error naming it (no partial CSV is left behind).
     """
+    if Path(out_csv).is_dir():
+        raise KDError(f"{out_csv}: is a folder; --out takes the CSV file to write")
     classifier = model if isinstance(model, OCTClassifier) else OCTClassifier.load(model)
     paths = [str(p) for p in images]
     if not paths:

@@ -225,6 +225,22 @@ def test_landmarks_far_outside_the_image(tmp_path, capsys):
     assert code == 1 and "face0.pts" in out and "outside" in out
 
 
+def test_landmarks_collapsed_to_one_place(tmp_path, capsys):
+    root = face_folder(tmp_path)
+    write_pts(root / "face1.pts", np.full((68, 2), 30.0))
+    code, out = audit_faces(root, capsys)
+    assert code == 1 and "face1.pts" in out and "collapsed annotation" in out and "bad_landmarks" in out
+
+
+def test_wflw_lists_without_a_face(tmp_path, capsys):
+    listing = tmp_path / "WFLW" / "WFLW_annotations" / "list_98pt_rect_attr_train_test"
+    listing.mkdir(parents=True)
+    for name in ("list_98pt_rect_attr_train.txt", "list_98pt_rect_attr_test.txt"):
+        (listing / name).write_text("")
+    code, out = run_cli(facekd.cli, ["audit", tmp_path / "WFLW", "--format", "wflw"], capsys)
+    assert code == 1 and "no_faces" in out and "no annotated face found for format 'wflw'" in out
+
+
 # ----------------------------------------------------------------- recipes, output, checkpoints
 
 
@@ -305,6 +321,33 @@ def test_missing_data_root_leaves_no_run_folder(tmp_path, capsys):
     code, out = run_cli(medkd.cli, ["run", recipe, "--data-root", tmp_path / "nowhere", "--out", tmp_path / "run"],
                         capsys)
     assert code == 2 and "nowhere" in out and "does not exist" in out
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("student.model=efficientnet_b99", "student.model: 'efficientnet_b99' is not a timm model (did you mean"),
+    ("teacher.model=test_resnet.no_such_tag", "teacher.model: 'test_resnet.no_such_tag': timm has no pretrained tag"),
+    ("teacher.weights=/nowhere/teacher.safetensors", "teacher.weights: /nowhere/teacher.safetensors does not exist"),
+])
+def test_model_choices_are_checked_before_the_run_folder_is_made(tmp_path, capsys, setting, message):
+    recipe = write_tiny_recipe(tmp_path)
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run", "--set", setting], capsys)
+    assert code == 2 and message in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreachable_pretrained_weights_stop_the_run_before_it_starts(tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(repo_id, filename, **kwargs):
+        raise LocalEntryNotFoundError(f"{repo_id}/{filename} is not in the cache and the hub is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    recipe = write_tiny_recipe(tmp_path)
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run", "--set", "teacher.pretrained=true"], capsys)
+    assert code == 2 and "teacher.pretrained: cannot fetch timm's pretrained weights for 'test_resnet'" in out
+    assert "set teacher.weights to a local file" in out
     assert not (tmp_path / "run").exists()
 
 

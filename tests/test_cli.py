@@ -51,3 +51,21 @@ def test_packages_import_from_outside_the_repository(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "kdcore" in result.stdout
+
+
+def test_file_system_errors_become_one_line_naming_the_path(capsys):
+    import argparse
+
+    from kdcore.cli import run_main
+
+    def parser() -> argparse.ArgumentParser:
+        def handler(args):
+            raise PermissionError(13, "Permission denied", "/data/scans/b1.png")
+
+        built = argparse.ArgumentParser(prog="tool")
+        built.set_defaults(handler=handler)
+        return built
+
+    assert run_main(parser, []) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: /data/scans/b1.png: Permission denied"

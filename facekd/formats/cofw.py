@@ -167,7 +167,7 @@ def _row_to_record(mat: MatFaces, index: int, part: str, check_bounds: bool) -> 
                          "(H, W, 3)", record_id)
     problem = check_landmarks(landmarks, (shape[1], shape[0]) if check_bounds else None)
     if problem:
-        return ItemError("out_of_bounds", where, problem, record_id)
+        return ItemError("bad_landmarks", where, problem, record_id)
     box = None
     if mat.bboxes is not None:
         x, y, w, h = mat.bboxes[index]

@@ -100,7 +100,7 @@ def scan_pairs(pairs: list[tuple[Path, Path]], base: Path, n_points: int | None,
             continue
         problem = check_landmarks(points, size)
         if problem:
-            yield ItemError("out_of_bounds", str(pts), problem, record_id)
+            yield ItemError("bad_landmarks", str(pts), problem, record_id)
             continue
         if subjects is None:
             subject = record_id

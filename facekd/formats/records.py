@@ -85,7 +85,7 @@ class ItemError:
     """A bad item found while scanning: ``path`` names the file (and line or row), ``detail`` says why.
 
     ``kind`` is one of ``missing_pair``, ``missing_file``, ``unreadable_image``, ``bad_annotation``,
-    ``wrong_point_count``, ``out_of_bounds``, ``bad_subjects_file``. ``record_id`` is the id the item would
+    ``wrong_point_count``, ``bad_landmarks``, ``bad_subjects_file``. ``record_id`` is the id the item would
     have had, when it is known.
     """
 
@@ -142,6 +142,11 @@ def check_landmarks(landmarks: np.ndarray, size: tuple[int, int] | None,
     if not finite.all():
         index = int(np.flatnonzero(~finite)[0])
         return f"point {index} has a non-finite coordinate {tuple(landmarks[index].tolist())}"
+    extent = landmarks.max(axis=0) - landmarks.min(axis=0)
+    if len(landmarks) > 2 and (extent < 1.0).any():
+        # A face whose points collapse to a line or a point has no crop and a zero NME normaliser.
+        return (f"the {len(landmarks)} points span only {extent[0]:.1f}x{extent[1]:.1f} pixels "
+                "(collapsed annotation: every point on one line or at one place)")
     if size is None:
         return None
     width, height = size

@@ -110,7 +110,7 @@ def _scan_part(root: Path, part: str, attribute: str | None, check_bounds: bool)
             continue
         problem = check_landmarks(landmarks, size)
         if problem:
-            yield ItemError("out_of_bounds", where, problem, record_id)
+            yield ItemError("bad_landmarks", where, problem, record_id)
             continue
         yield FaceRecord(record_id, image, landmarks, subject=relative, box=box, subset=part, attributes=attributes)
 

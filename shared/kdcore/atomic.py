@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from .errors import KDError
+
 __all__ = ["atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_torch_save"]
 
 
@@ -29,6 +31,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         'done'
     """
     path = Path(path)
+    if path.is_dir():
+        raise KDError(f"{path}: is a folder; cannot write a file in its place (give a file name)")
     path.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

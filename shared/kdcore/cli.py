@@ -157,6 +157,11 @@ def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence
     except KDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A file the user named or a folder we write to (permissions, disk full, a folder where a file should be).
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ Example:
     ...     temperature: float = Field(4.0, gt=0)
     >>> class Recipe(Section):
     ...     student: Student = Student()
+    >>> _ = Recipe.model_rebuild()  # classes made inside a function or doctest must be rebuilt; module ones not
     >>> validate_recipe(Recipe, {"student": {"temperature": -1}})
     Traceback (most recent call last):
     ...

@@ -35,14 +35,19 @@ def main_process_first(make: Callable[[], None]) -> None:
 
 @contextlib.contextmanager
 def undo_new_run_on_error(out: str | os.PathLike) -> Iterator[None]:
-    """Remove a run folder made by this invocation when setup fails (bad data, bad split), so a failed start
-    leaves nothing half-written behind; a folder that held a run before is never touched."""
+    """Remove a run folder made by this invocation when the run fails before any progress (bad data, a bad
+    split, a model that cannot be built or loaded), so a failed start leaves nothing half-written behind.
+
+    A folder that held a run before is never touched, nor one holding a finished model (``done.json``) or a
+    resumable checkpoint (``last.pt``): those are worth keeping for ``--resume``.
+    """
     out = Path(out)
     fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
     try:
         yield
     except BaseException:
-        if fresh and out.is_dir() and is_main_process():
+        progress = out.is_dir() and any(p.name in ("done.json", "last.pt") for p in out.rglob("*"))
+        if fresh and not progress and out.is_dir() and is_main_process():
             for child in out.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
             if not any(out.iterdir()):

@@ -65,9 +65,9 @@ def read_image(path: str | os.PathLike, mode: Literal["gray", "rgb"] = "rgb", al
 
     Example:
         >>> import tempfile, cv2, numpy as np
-        >>> f = tempfile.mktemp(suffix=".png"); _ = cv2.imwrite(f, np.zeros((4, 5), np.uint8))
+        >>> f = tempfile.mktemp(suffix=".png"); _ = cv2.imwrite(f, np.zeros((8, 10), np.uint8))
         >>> read_image(f, "gray").shape
-        (4, 5)
+        (8, 10)
     """
     path = Path(path)
     try:

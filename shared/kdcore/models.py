@@ -22,7 +22,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["create_model", "split_head_backbone", "count_parameters", "count_flops", "measure_latency",
+__all__ = ["create_model", "check_model_choice", "split_head_backbone", "count_parameters", "count_flops", "measure_latency",
            "model_input_config"]
 
 
@@ -45,16 +45,12 @@ def create_model(
             classifier is re-initialised when its shape differs, exactly as timm does for hub weights.
         drop_path_rate: stochastic depth, for the models that have it.
     """
-    if not timm.is_model(name.split(".")[0]):
-        close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=3)
-        raise ConfigError(f"model {name!r}: not a timm model" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    check_model_choice(name, weights)
     options: dict[str, Any] = dict(num_classes=num_outputs, in_chans=in_chans, **kwargs)
     if drop_path_rate is not None:
         options["drop_path_rate"] = drop_path_rate
     if weights is not None:
         path = Path(weights)
-        if not path.is_file():
-            raise ConfigError(f"weights: {path} does not exist")
         options["pretrained_cfg_overlay"] = dict(file=str(path))
         pretrained = True
     try:
@@ -64,6 +60,65 @@ def create_model(
             where = f"file {weights}" if weights else "the Hugging Face hub (offline machines: set a local 'weights' file)"
             raise ConfigError(f"model {name!r}: cannot load pretrained weights from {where}: {exc}") from None
         raise
+
+
+def check_model_choice(name: str, weights: str | os.PathLike | None = None, key: str = "model",
+                       pretrained: bool = False) -> None:
+    """Refuse an unknown timm name or pretrained tag, a missing weights file, or hub weights that cannot be
+    fetched, before anything is trained (so a run cannot fail on its first model after preparing its data).
+
+    Args:
+        name: timm model name, optionally ``name.tag``.
+        weights: local weights file, if any.
+        key: the recipe section the choice comes from (``teacher``), named in the error.
+        pretrained: with no ``weights``, fetch timm's pretrained weights into the hub cache now.
+
+    Example:
+        >>> check_model_choice("resnet18.a1_in1k")
+        >>> check_model_choice("resnet181", key="student")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        kdcore.errors.ConfigError: student.model: 'resnet181' is not a timm model (did you mean resnet18, ...?)
+    """
+    prefix = f"{key}." if key != "model" else ""
+    base, _, tag = name.partition(".")
+    if not timm.is_model(base):
+        close = difflib.get_close_matches(base, timm.list_models(), n=3)
+        raise ConfigError(f"{prefix}model: {name!r} is not a timm model"
+                          + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    if tag and name not in timm.list_pretrained(f"{base}.*"):
+        known = [t.partition(".")[2] for t in timm.list_pretrained(f"{base}.*")]
+        raise ConfigError(f"{prefix}model: {name!r}: timm has no pretrained tag {tag!r} for {base}"
+                          + (f" (known: {', '.join(known[:6])})" if known else ""))
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(f"{prefix}weights: {weights} does not exist or is not a file")
+    if pretrained and weights is None:
+        _fetch_pretrained(name, prefix)
+
+
+def _fetch_pretrained(name: str, prefix: str) -> None:
+    """Download (or find in the local cache) the hub file timm will load, as timm itself resolves it."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        raise ConfigError(f"{prefix}pretrained: timm has no pretrained weights for {name!r}; "
+                          f"set {prefix}pretrained: false or a local {prefix}weights file")
+    if not cfg.hf_hub_id:
+        return  # URL-only weights: timm's own download reports its errors
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    repo = cfg.hf_hub_id.split("@")[0]
+    try:
+        try:
+            hf_hub_download(repo, cfg.hf_hub_filename or "model.safetensors")
+        except EntryNotFoundError as exc:
+            if isinstance(exc, LocalEntryNotFoundError):  # offline and not cached: the .bin will not be either
+                raise
+            hf_hub_download(repo, "pytorch_model.bin")  # older repos hold only a .bin
+    except Exception as exc:  # offline, proxy, missing repo: all end the same way for the user
+        raise ConfigError(f"{prefix}pretrained: cannot fetch timm's pretrained weights for {name!r} from the "
+                          f"Hugging Face hub ({repo}): {type(exc).__name__}; on an offline machine set "
+                          f"{prefix}weights to a local file, or {prefix}pretrained: false") from None
 
 
 def model_input_config(model: nn.Module) -> dict[str, Any]:

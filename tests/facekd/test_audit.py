@@ -90,14 +90,14 @@ def test_audit_collects_every_problem(broken_folder):
     report = audit_faces(broken_folder, "folder")
     blocking = kinds(report, "blocking")
     assert set(blocking) == {"unreadable_image", "missing_pair", "bad_annotation", "wrong_point_count",
-                             "out_of_bounds"}
+                             "bad_landmarks"}
     assert blocking["unreadable_image"][0].path.endswith("truncated.jpg")
     assert "truncated JPEG" in blocking["unreadable_image"][0].detail
     assert sorted(Path(p.path).name for p in blocking["missing_pair"]) == ["no_image.pts", "no_pts.jpg"]
     assert sorted(p.record_ids[0] for p in blocking["bad_annotation"]) == ["nan", "text"]
     assert "non-finite" in " ".join(p.detail for p in blocking["bad_annotation"])
     assert blocking["wrong_point_count"][0].record_ids == ("short",)
-    assert blocking["out_of_bounds"][0].record_ids == ("outside",)
+    assert blocking["bad_landmarks"][0].record_ids == ("outside",)
     # no subjects.csv: duplicates are reported as warnings, exact and near
     warnings = kinds(report, "warning")
     assert set(warnings) == {"duplicate_image", "near_duplicate_image"}

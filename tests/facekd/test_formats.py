@@ -128,10 +128,10 @@ def test_300w_bad_pts_is_an_error_naming_the_file(tree_300w, body, message):
 
 
 def test_far_outside_points_pass_without_bounds_check(tree_300w):
-    write_pts_text(tree_300w / "afw" / "image_0000.pts", [["500", "3"]] * 68)
+    write_pts_text(tree_300w / "afw" / "image_0000.pts", [[str(500 + i), str(3 + i)] for i in range(68)])
     assert len(load_faces(tree_300w, "300w", "train", check_bounds=False)) == 4
-    # a point a little outside the frame (faces cut by the border) is fine
-    write_pts_text(tree_300w / "afw" / "image_0000.pts", [["-10", "50"]] * 68)
+    # points a little outside the frame (faces cut by the border) are fine
+    write_pts_text(tree_300w / "afw" / "image_0000.pts", [[str(-10 + i / 4), str(5 + i / 4)] for i in range(68)])
     assert len(load_faces(tree_300w, "300w", "train")) == 4
 
 

@@ -129,6 +129,12 @@ def test_no_face_is_a_clear_error(export, tmp_path):
         predict_files(export[0], [blank], tmp_path / "out")
 
 
+def test_output_folder_that_is_a_file_is_refused(export, tmp_path):
+    (tmp_path / "out").write_text("a file, not a folder")
+    with pytest.raises(KDError, match="out: exists and is not a folder"):
+        predict_files(export[0], [tmp_path / "never_read.png"], tmp_path / "out")
+
+
 def test_missing_cascade_file_names_the_expected_path(monkeypatch, tmp_path):
     monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path) + "/")
     with pytest.raises(KDError, match=f"{tmp_path}/{CASCADE_NAME}: OpenCV's face cascade file is missing"):

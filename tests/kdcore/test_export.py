@@ -17,7 +17,7 @@ from kdcore.errors import KDError
 from kdcore.export import (ParityCheck, RunModel, check_parity, compare_outputs, export_onnx, export_torchscript,
                            find_absolute_paths, lower_is_better, measure_latency_ms, onnx_runner, pick_items,
                            read_sidecar, run_data_root, select_folds, torch_runner, torchscript_runner, write_parity,
-                           write_sidecar)
+                           write_sidecar, SIDECAR_FORMAT, SIDECAR_VERSION)
 from kdcore.modelcard import data_section, latency_section, metrics_section, render_model_card
 from kdcore.models import create_model
 
@@ -159,13 +159,32 @@ def test_absolute_paths_are_found_only_as_folders(tmp_path):
 
 
 def test_sidecar_round_trip_and_errors(tmp_path):
-    write_sidecar(tmp_path / "model.onnx", {"input": {"size": 8}})
-    assert read_sidecar(tmp_path / "model.ts") == {"input": {"size": 8}}
+    contract = {"format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION, "task": "classification",
+                "arch": "test_resnet", "num_outputs": 3,
+                "input": {"size": 8, "channels": 1, "mean": [0.5], "std": [0.2]}}
+    write_sidecar(tmp_path / "model.onnx", contract)
+    assert read_sidecar(tmp_path / "model.ts") == contract
     with pytest.raises(KDError, match="sidecar of m.onnx not found"):
         read_sidecar(tmp_path / "m.onnx")
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(KDError, match="invalid JSON"):
         read_sidecar(tmp_path / "bad.onnx")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format": "something-else"}, 'not an export sidecar'),
+    ({"format_version": SIDECAR_VERSION + 1}, "format_version 2 is not one this package reads"),
+    ({"format_version": "1"}, "format_version '1' is not one"),
+    ({"input": {"size": 8, "channels": 1, "mean": [0.5]}}, r"missing key\(s\) input.std"),
+    ({"arch": None, "task": None}, r"missing key\(s\) task, arch "),
+])
+def test_sidecar_refuses_foreign_newer_or_incomplete_contracts(tmp_path, change, message):
+    contract = {"format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION, "task": "classification",
+                "arch": "test_resnet", "num_outputs": 3,
+                "input": {"size": 8, "channels": 1, "mean": [0.5], "std": [0.2]}}
+    write_sidecar(tmp_path / "model.onnx", {k: v for k, v in {**contract, **change}.items() if v is not None})
+    with pytest.raises(KDError, match=f"model.json: {message}"):
+        read_sidecar(tmp_path / "model.onnx")
 
 
 def test_parity_file_merges_checks(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +111,27 @@ def test_unreadable_image_is_named_and_no_csv_is_left(export, tmp_path):
     with pytest.raises(DataError, match="truncated.jpeg"):
         predict_files(export[0], [bad], tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_output_path_that_is_a_folder_is_refused_before_predicting(export, tmp_path):
+    (tmp_path / "out.csv").mkdir()
+    with pytest.raises(KDError, match="out.csv: is a folder"):
+        predict_files(export[0], [tmp_path / "never_read.png"], tmp_path / "out.csv")
+
+
+def test_incomplete_sidecar_names_the_missing_keys(export, tmp_path):
+    import json
+
+    folder = Path(shutil.copytree(export[0], tmp_path / "copy"))
+    contract = json.loads((folder / "model.json").read_text())
+    del contract["input"]["mean"], contract["format"]
+    (folder / "model.json").write_text(json.dumps(contract))
+    with pytest.raises(KDError, match="model.json: not an export sidecar"):
+        OCTClassifier.load(folder)
+    contract["format"] = "kdvision-export"
+    (folder / "model.json").write_text(json.dumps(contract))
+    with pytest.raises(KDError, match=r"model.json: missing key\(s\) input.mean"):
+        OCTClassifier.load(folder)
 
 
 def test_wrong_arrays_are_refused_with_their_shape(export):

@@ -17,9 +17,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from ..atomic import atomic_write_json
 from ..errors import KDError
 
-__all__ = ["SIDECAR", "write_sidecar", "read_sidecar", "find_absolute_paths", "assert_no_absolute_paths"]
+__all__ = ["SIDECAR", "SIDECAR_FORMAT", "SIDECAR_VERSION", "write_sidecar", "read_sidecar", "find_absolute_paths", "assert_no_absolute_paths"]
 
 SIDECAR = "model.json"  # beside model.onnx / model.ts / model.safetensors: Path(f).with_suffix(".json")
+SIDECAR_FORMAT, SIDECAR_VERSION = "kdvision-export", 1
+# What every predictor needs to prepare an input and read an output; task-specific keys are checked by each task.
+REQUIRED_KEYS = ("task", "arch", "num_outputs", "input.size", "input.channels", "input.mean", "input.std")
 
 
 def write_sidecar(path: str | os.PathLike, contract: Mapping[str, Any]) -> Path:
@@ -39,8 +42,23 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
         raise KDError(f"{target}: preprocessing sidecar of {path.name} not found (every export has one)") from None
     except ValueError as exc:
         raise KDError(f"{target}: invalid JSON: {exc}") from None
-    if not isinstance(data, dict) or "input" not in data:
-        raise KDError(f"{target}: not an export sidecar (no 'input' section)")
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        raise KDError(f"{target}: not an export sidecar (no \"format\": \"{SIDECAR_FORMAT}\")")
+    version = data.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= SIDECAR_VERSION:
+        raise KDError(f"{target}: format_version {version!r} is not one this package reads (1..{SIDECAR_VERSION}); "
+                      "upgrade kdvision or re-export the model")
+    missing = [key for key in REQUIRED_KEYS if _lookup(data, key) is None]
+    if missing:
+        raise KDError(f"{target}: missing key(s) {', '.join(missing)} of the preprocessing contract")
+    return data
+
+
+def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, Mapping) or part not in data:
+            return None
+        data = data[part]
     return data
 
 
