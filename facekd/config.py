@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kdcore.config import CVConfig, Field, RuntimeConfig, Section, TrainConfig, model_validator
+from kdcore.config import CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, model_validator
 
 __all__ = ["FaceRecipe", "FaceDataConfig", "FaceAugmentConfig", "ModelConfig", "StudentKDConfig", "ASMConfig"]
 
@@ -12,7 +12,7 @@ __all__ = ["FaceRecipe", "FaceDataConfig", "FaceAugmentConfig", "ModelConfig", "
 class SyntheticFacesConfig(Section):
     faces: int = Field(240, ge=4)
     subjects: int | None = Field(None, ge=2, description="distinct identities; default faces // 4")
-    seed: int = 0
+    seed: Seed = 0
     image_size: tuple[int, int] = (256, 256)
 
 
@@ -98,7 +98,7 @@ class FaceReportConfig(Section):
 
 class FaceRecipe(Section):
     name: str = "face_kd"
-    seed: int = 0
+    seed: Seed = 0
     data: FaceDataConfig = FaceDataConfig()
     cv: CVConfig = CVConfig(folds=5, val_fraction=0.1)
     asm: ASMConfig = ASMConfig()

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
-from kdcore.experiment import finish_run, manifest_for_run, open_run, profile_models, undo_new_run_on_error
+from kdcore.experiment import finish_run, manifest_for_run, open_run, profile_models, undo_new_folder_on_error
 from kdcore.logs import get_logger
 from kdcore.models import check_model_choice
 from kdcore.rundir import RunDir
@@ -35,7 +35,7 @@ def run_pipeline(recipe: FaceRecipe, out: str | Path, folds: Sequence[int] | Non
     def spec(role: str, requires: tuple[str, ...] = ()) -> ModelSpec:
         return ModelSpec(role, lambda ctx: train_role(role, recipe, records, ctx), requires)
 
-    with undo_new_run_on_error(out):
+    with undo_new_folder_on_error(out):
         run = open_run(recipe, out)
         records, root = prepare_faces(recipe, run)
         manifest = manifest_for_run(run, build_manifest(recipe, records))

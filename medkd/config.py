@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kdcore.config import CVConfig, Field, RuntimeConfig, Section, TrainConfig, field_validator, model_validator
+from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, field_validator,
+                           model_validator)
 
 __all__ = ["OCTRecipe", "DataConfig", "SyntheticConfig", "AugmentConfig", "TeacherConfig", "StudentConfig",
            "BaselineConfig", "ReportConfig", "PrivacyConfig"]
@@ -14,7 +15,7 @@ class SyntheticConfig(Section):
     """The synthetic NEH-layout dataset made when ``data.format`` is ``synthetic`` and no root is given."""
 
     patients: int = Field(30, ge=2)
-    seed: int = 0
+    seed: Seed = 0
     image_size: tuple[int, int] = (384, 248)
     scans_per_eye: tuple[int, int] = (2, 4)
     lesion_strength: float = Field(1.0, gt=0)
@@ -107,7 +108,7 @@ class PrivacyConfig(Section):
 
 class OCTRecipe(Section):
     name: str = "kd_oct"
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig = DataConfig()
     cv: CVConfig = CVConfig()
     teacher: TeacherConfig = TeacherConfig()

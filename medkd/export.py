@@ -219,6 +219,8 @@ def export_run(run_dir: str | os.PathLike, folds: int | Sequence[int] | str | No
         ``{"run", "model", "selected_by", "out_dir", "folds": [per-fold summaries with "parity" and "latency"]}``.
     """
     parse_formats(formats, FORMATS)
+    if schema is not None and not Path(schema).is_file():
+        raise KDError(f"--schema {schema}: file not found (a local copy of MONAI's meta_schema_20240725.json)")
     run_dir = Path(run_dir)
     models = find_run_models(run_dir, model)
     chosen = select_folds(models, folds)

@@ -16,7 +16,7 @@ from kdcore.cv import FoldManifest, make_fold_manifest
 from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
 from kdcore.errors import DataError
-from kdcore.experiment import finish_run, manifest_for_run, open_run, undo_new_run_on_error
+from kdcore.experiment import finish_run, manifest_for_run, open_run, undo_new_folder_on_error
 from kdcore.logs import get_logger
 from kdcore.models import check_model_choice
 from kdcore.rundir import RunDir
@@ -68,7 +68,7 @@ def run_pipeline(recipe: OCTRecipe, out: str | Path, folds: Sequence[int] | None
     for role in ("teacher", "student"):
         cfg = role_config(recipe, role)
         check_model_choice(cfg.model, cfg.weights, key=role, pretrained=cfg.pretrained)
-    with undo_new_run_on_error(out):
+    with undo_new_folder_on_error(out):
         run = open_run(recipe, out)
         dataset = prepare_dataset(recipe, run)
         manifest = manifest_for_run(run, build_manifest(recipe, dataset))

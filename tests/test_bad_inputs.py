@@ -259,6 +259,13 @@ def test_negative_temperature_and_learning_rate(tmp_path, capsys):
     assert "teacher.train.lr: must be > 0, got -0.001" in out
 
 
+def test_seeds_outside_what_numpy_accepts(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run", "--set", "seed=-1",
+                                    "--set", "cv.seed=4294967296"], capsys)
+    assert code == 2 and "seed: must be >= 0, got -1" in out and "cv.seed: must be < 4294967296" in out
+
+
 def test_face_recipe_errors_name_the_key(tmp_path, capsys):
     recipe = tmp_path / "face.yaml"
     recipe.write_text("student:\n  kd:\n    boundary_fraction: 0\n  epochs: 3\n")

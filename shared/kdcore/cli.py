@@ -105,7 +105,11 @@ def add_report_command(sub: Any, build_report: Callable[[], Callable]) -> None:
         if args.merge:
             copied = merge_runs(args.run_dir, args.merge)
             print(f"merged {len(copied)} fold model(s) into {args.run_dir}")
-        build_report()(args.run_dir, n_boot=args.bootstrap, seed=args.seed)
+        report = build_report()(args.run_dir, n_boot=args.bootstrap, seed=args.seed)
+        # A report over some folds is useful while fold jobs run, but must not pass for the whole run.
+        for note in report.get("notes", []):
+            if "not completed" in note or "no completed fold" in note:
+                print(f"warning: partial report: {note}", file=sys.stderr)
         print(f"report: {Path(args.run_dir) / 'report.html'}")
         return 0
 
@@ -126,7 +130,11 @@ def add_export_command(sub: Any, export_run: Callable[[], Callable], formats: st
         folds = "all" if args.all_folds else ([args.fold] if args.fold is not None else None)
         chosen = {f.strip() for f in args.format.split(",") if f.strip()}
         extra = {"schema": args.schema} if schema_option else {}
-        summary = export_run()(args.run_dir, folds=folds, formats=chosen, out_dir=args.out, model=args.model, **extra)
+        from .experiment import undo_new_folder_on_error
+
+        with undo_new_folder_on_error(args.out):  # a failed export leaves no half-filled folder for an app to load
+            summary = export_run()(args.run_dir, folds=folds, formats=chosen, out_dir=args.out, model=args.model,
+                                   **extra)
         print(json.dumps(summary, indent=1, default=str))
         return 0
 

@@ -23,7 +23,7 @@ import difflib
 import os
 import typing
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Annotated, Any, Literal, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,7 +32,7 @@ from .errors import ConfigError
 
 __all__ = [
     "Section", "Field", "field_validator", "model_validator", "load_recipe", "validate_recipe", "parse_overrides", "apply_overrides",
-    "TrainConfig", "SWAConfig", "CVConfig", "RuntimeConfig", "ConfigError",
+    "TrainConfig", "SWAConfig", "CVConfig", "RuntimeConfig", "ConfigError", "Seed",
 ]
 
 T = TypeVar("T", bound=BaseModel)
@@ -42,6 +42,10 @@ class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# numpy's legacy seeding (used by DataLoader workers and many augmentations) takes 0 .. 2**32 - 1.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class SWAConfig(Section):
@@ -89,7 +93,7 @@ class CVConfig(Section):
 
     folds: int = Field(5, ge=2)
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of each training part's patients kept for inner validation")
-    seed: int | None = Field(None, description="split seed; None = the recipe's seed")
+    seed: Seed | None = Field(None, description="split seed; None = the recipe's seed")
 
 
 class RuntimeConfig(Section):

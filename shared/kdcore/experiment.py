@@ -23,7 +23,7 @@ from .rundir import RunDir
 from .sampling import SeededSampler
 from .seeding import derive_seed, seed_worker
 
-__all__ = ["open_run", "undo_new_run_on_error", "manifest_for_run", "finish_run", "train_loader", "eval_loader", "profile_models", "main_process_first"]
+__all__ = ["open_run", "undo_new_folder_on_error", "manifest_for_run", "finish_run", "train_loader", "eval_loader", "profile_models", "main_process_first"]
 
 
 def main_process_first(make: Callable[[], None]) -> None:
@@ -34,12 +34,12 @@ def main_process_first(make: Callable[[], None]) -> None:
 
 
 @contextlib.contextmanager
-def undo_new_run_on_error(out: str | os.PathLike) -> Iterator[None]:
-    """Remove a run folder made by this invocation when the run fails before any progress (bad data, a bad
-    split, a model that cannot be built or loaded), so a failed start leaves nothing half-written behind.
+def undo_new_folder_on_error(out: str | os.PathLike) -> Iterator[None]:
+    """Remove the output folder this invocation made when it fails before any progress: a run with bad data,
+    a bad split or a model that cannot be built, an export that fails its checks. Nothing half-written stays.
 
-    A folder that held a run before is never touched, nor one holding a finished model (``done.json``) or a
-    resumable checkpoint (``last.pt``): those are worth keeping for ``--resume``.
+    A folder that held something before is never touched, nor a run holding a finished model (``done.json``)
+    or a resumable checkpoint (``last.pt``): those are worth keeping for ``--resume``.
     """
     out = Path(out)
     fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))

@@ -2,12 +2,12 @@
 
 import pytest
 
-from kdcore.experiment import undo_new_run_on_error
+from kdcore.experiment import undo_new_folder_on_error
 
 
 def fail_inside(out, make_files):
     with pytest.raises(RuntimeError, match="boom"):
-        with undo_new_run_on_error(out):
+        with undo_new_folder_on_error(out):
             make_files(out)
             raise RuntimeError("boom")
 

@@ -256,6 +256,24 @@ def test_clear_errors(tmp_path):
     with pytest.raises(KDError, match="not a run folder"):
         export_run(tmp_path / "data", out_dir=tmp_path / "x")
 
+    with pytest.raises(KDError, match="--schema .*nope.json: file not found"):
+        export_run(run, formats="bundle", out_dir=tmp_path / "x", schema=tmp_path / "nope.json")
+    assert not (tmp_path / "x").exists()
+
+
+def test_failed_export_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import medkd.bundle
+    import medkd.cli
+
+    def failing_check(*args, **kwargs):
+        raise KDError("bundle check failed")
+
+    run = make_oct_run(tmp_path, report=False)
+    monkeypatch.setattr(medkd.bundle, "verify_bundle", failing_check)
+    code = medkd.cli.main(["export", str(run), "--format", "bundle", "--out", str(tmp_path / "app")])
+    assert code == 2 and "bundle check failed" in capsys.readouterr().err
+    assert not (tmp_path / "app").exists(), "the ONNX/TorchScript files written before the failure are removed"
+
 
 def _monai_check(monai_cli, name: str) -> str:
     """The output of one check, which must have exited 0."""

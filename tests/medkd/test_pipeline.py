@@ -82,12 +82,16 @@ def test_reusing_the_out_folder_needs_resume(tiny_run, capsys):
     assert main(["run", str(recipe), "--out", str(tiny_run), "--resume"]) == 0
 
 
-def test_fold_jobs_on_two_machines_merge_into_the_same_report(tiny_run, tmp_path):
+def test_fold_jobs_on_two_machines_merge_into_the_same_report(tiny_run, tmp_path, capsys):
     recipe = tiny_run.parent / "tiny_oct.yaml"
     data = tiny_run / "data"  # both "machines" read the same dataset
     assert main(["run", str(recipe), "--data-root", str(data), "--out", str(tmp_path / "a"), "--folds", "0"]) == 0
     assert main(["run", str(recipe), "--data-root", str(data), "--out", str(tmp_path / "b"), "--folds", "1"]) == 0
     assert not (tmp_path / "a" / "report.json").exists(), "a partial run must not write a report"
+    capsys.readouterr()
+    # asked for anyway, a report over some folds says so on the terminal, not only inside the report
+    assert main(["report", str(tmp_path / "b"), "--bootstrap", "20"]) == 0
+    assert "warning: partial report: student: fold(s) [0] not completed" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "a"), "--merge", str(tmp_path / "b"), "--bootstrap", "50"]) == 0
     merged = json.loads((tmp_path / "a" / "report.json").read_text())
     assert [f["fold"] for f in merged["models"]["student"]["folds"]] == [0, 1]
