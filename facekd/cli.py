@@ -7,22 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import add_export_command, add_report_command, add_run_command, add_split_command, run_main
+from kdcore.cli import (add_export_command, add_report_command, add_run_command, add_split_command, lazy,
+                        print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
 FORMATS = ["300w", "wflw", "cofw", "folder"]
-
-
-def _schema():
-    from .config import FaceRecipe
-
-    return FaceRecipe
-
-
-def _pipeline():
-    from .pipeline import run_pipeline
-
-    return run_pipeline
 
 
 def _split(recipe):
@@ -35,34 +24,12 @@ def _split(recipe):
     return build_manifest(recipe, [r for r in report.records if r.record_id not in excluded])
 
 
-def _report():
-    from .report import build_report
-
-    return build_report
-
-
-def _export():
-    from .export import export_run
-
-    return export_run
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
-    from kdcore.atomic import atomic_write_json
-
     from .audit import audit_faces
 
     report = audit_faces(args.data_root, args.format, split=args.split, check_images=not args.no_check_images,
                          n_points=args.n_points)
-    for problem in report.problems:
-        print(f"{problem.severity.upper():8s} {problem}")
-    print(f"{report.images} images, {report.faces} faces, {report.subjects} subjects")
-    if args.out:
-        atomic_write_json(args.out, report.to_dict())
-        print(f"wrote {args.out}")
-    blocking = len(report.blocking)
-    print(f"{blocking} blocking problem(s), {len(report.problems) - blocking} other finding(s)")
-    return 1 if blocking else 0
+    return print_audit(report, f"{report.images} images, {report.faces} faces, {report.subjects} subjects", args.out)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -89,11 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facekd", description=__doc__.strip(),
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    add_run_command(sub, "facekd", _schema, _pipeline,
+    add_run_command(sub, "facekd", lazy("facekd.config", "FaceRecipe"), lazy("facekd.pipeline", "run_pipeline"),
                     n_folds=lambda r: 1 if r.data.evaluation == "official" else r.cv.folds,
                     help="train Tough/Tolerant teachers, KD-Loss student and L2 baseline per fold, then report",
                     example="facekd run pipelines/face_kd_demo.yaml --out runs/demo-face")
-    add_split_command(sub, _schema, _split, "subject")
+    add_split_command(sub, lazy("facekd.config", "FaceRecipe"), _split, "subject")
 
     p = sub.add_parser("audit", help="check a face dataset: unreadable images, bad annotations, duplicates",
                        description="Exit status 1 when blocking problems are found.")
@@ -112,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_synth)
 
-    add_report_command(sub, _report)
-    add_export_command(sub, _export, "onnx,torchscript", help="export a trained student (ONNX, TorchScript) with parity checks")
+    add_report_command(sub, lazy("facekd.report", "build_report"))
+    add_export_command(sub, lazy("facekd.export", "export_run"), "onnx,torchscript",
+                       help="export a trained student (ONNX, TorchScript) with parity checks")
 
     p = sub.add_parser("predict", help="predict landmarks with an exported model; writes one 1-based .pts per image")
     p.add_argument("model", type=Path, help="export folder, .onnx or .ts file")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from kdcore.cv import FoldManifest, FoldSplit, make_fold_manifest
 from kdcore.engine import is_main_process
-from kdcore.errors import ConfigError, DataError
-from kdcore.experiment import main_process_first
+from kdcore.errors import DataError
+from kdcore.experiment import resolve_data_root
 from kdcore.logs import get_logger
 from kdcore.rundir import RunDir
 
@@ -24,28 +24,19 @@ DEFAULT_OFFICIAL = {"300w": ("train", ["common", "challenging"]), "wflw": ("trai
 
 
 def resolve_data(recipe: FaceRecipe, run_path: Path | None) -> tuple[Path, str]:
-    data = recipe.data
-    if data.format == "synthetic":
-        root = Path(data.root) if data.root else (run_path / "data" if run_path else None)
-        if root is None:
-            raise ConfigError("data.root: a synthetic dataset needs a folder (--data-root DIR)")
-        synth = data.synthetic
+    """Data root and on-disk format; synthetic faces are generated first when they do not exist yet."""
+    synth = recipe.data.synthetic
 
-        def generate() -> None:
-            from .synth import is_synthetic_output, write_synthetic_faces
+    def write_synthetic(root: Path) -> None:
+        from .synth import is_synthetic_output, write_synthetic_faces
 
-            if is_synthetic_output(root) and (root / "subjects.csv").exists():
-                return
-            log.info("writing %d synthetic faces to %s", synth.faces, root)
-            write_synthetic_faces(root, synth.faces, seed=synth.seed, image_size=tuple(synth.image_size),
-                                  subjects=synth.subjects)
+        if is_synthetic_output(root) and (root / "subjects.csv").exists():
+            return
+        log.info("writing %d synthetic faces to %s", synth.faces, root)
+        write_synthetic_faces(root, synth.faces, seed=synth.seed, image_size=tuple(synth.image_size),
+                              subjects=synth.subjects)
 
-        # Every rank passes the same barrier; only rank 0 writes (DDP ranks share the folder).
-        main_process_first(generate)
-        return root, "folder"
-    if not data.root:
-        raise ConfigError(f"data.root: required for data.format {data.format!r} (pass --data-root DIR)")
-    return Path(data.root), data.format
+    return resolve_data_root(recipe.data, run_path, write_synthetic, "folder")
 
 
 def prepare_faces(recipe: FaceRecipe, run: RunDir) -> tuple[list[FaceRecord], Path]:

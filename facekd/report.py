@@ -259,12 +259,7 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
         missing = run.missing_folds(name)
         report["models"][name], samples[name] = _model_section(predictions, missing, n_boot, seed)
         report["models"][name]["profile"] = (run.profile or {}).get(name)
-        if missing:
-            report["notes"].append(f"{name}: fold(s) {missing} not completed; "
-                                   f"results cover fold(s) {predictions.folds}")
-    for expected in MODEL_ORDER:
-        if expected not in data:
-            report["notes"].append(f"{expected}: no completed fold in this run")
+    report["notes"] += run.coverage_notes(list(dict.fromkeys([*MODEL_ORDER, *data])))
     if "student" in data:
         for other in [n for n in data if n != "student"]:
             report["comparisons"][f"student_vs_{other}"] = _comparison(data["student"], data[other], samples,

@@ -7,21 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import add_export_command, add_report_command, add_run_command, add_split_command, run_main
+from kdcore.cli import (add_export_command, add_report_command, add_run_command, add_split_command, lazy,
+                        print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
-
-
-def _schema():
-    from .config import OCTRecipe
-
-    return OCTRecipe
-
-
-def _pipeline():
-    from .pipeline import run_pipeline
-
-    return run_pipeline
 
 
 def _split(recipe):
@@ -35,36 +24,13 @@ def _split(recipe):
     return build_manifest(recipe, dataset)
 
 
-def _report():
-    from .report import build_report
-
-    return build_report
-
-
-def _export():
-    from .export import export_run
-
-    return export_run
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
-    from kdcore.atomic import atomic_write_json
-
     from .audit import audit_oct
 
     report = audit_oct(args.data_root, args.format, subset=args.subset, near_duplicates=not args.no_near_duplicates,
                        mode=args.mode, n_folds=args.folds)
-    summary = report.to_dict()
-    for problem in report.problems:
-        print(f"{problem.severity.upper():8s} {problem}")
-    if summary.get("counts"):
-        print(json.dumps(summary["counts"], indent=1))
-    if args.out:
-        atomic_write_json(args.out, summary)
-        print(f"wrote {args.out}")
-    blocking = len(report.blocking)
-    print(f"{blocking} blocking problem(s), {len(report.problems) - blocking} other finding(s)")
-    return 1 if blocking else 0
+    counts = report.to_dict().get("counts")
+    return print_audit(report, json.dumps(counts, indent=1) if counts else None, args.out)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -77,9 +43,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predictor import predict_files
-
-    from .predictor import OCTClassifier
+    from .predictor import OCTClassifier, predict_files
 
     rows = predict_files(OCTClassifier.load(args.model, backend=args.backend), args.images, args.out, tta=args.tta)
     print(f"wrote {args.out} ({len(rows)} image(s))")
@@ -90,11 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medkd", description=__doc__.strip(),
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    add_run_command(sub, "medkd", _schema, _pipeline,
+    add_run_command(sub, "medkd", lazy("medkd.config", "OCTRecipe"), lazy("medkd.pipeline", "run_pipeline"),
                     n_folds=lambda r: 1 if r.data.evaluation == "official_test" else r.cv.folds,
                     help="train teacher, distilled student and no-KD baseline per patient-level fold, then report",
                     example="medkd run pipelines/kd_oct_demo.yaml --out runs/demo")
-    add_split_command(sub, _schema, _split, "patient")
+    add_split_command(sub, lazy("medkd.config", "OCTRecipe"), _split, "patient")
 
     p = sub.add_parser("audit", help="check a dataset: unreadable images, missing rows/files, duplicates, leaks",
                        description="Exit status 1 when blocking problems are found.")
@@ -116,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=496)
     p.set_defaults(handler=cmd_synth)
 
-    add_report_command(sub, _report)
-    add_export_command(sub, _export, "onnx,torchscript,bundle",
+    add_report_command(sub, lazy("medkd.report", "build_report"))
+    add_export_command(sub, lazy("medkd.export", "export_run"), "onnx,torchscript,bundle",
                        help="export a trained student (ONNX, TorchScript, MONAI bundle) with parity checks",
                        schema_option=True)
 

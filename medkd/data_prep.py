@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdcore.engine import is_main_process
-from kdcore.errors import ConfigError
-from kdcore.experiment import main_process_first
+from kdcore.experiment import resolve_data_root
 from kdcore.logs import get_logger
 from kdcore.rundir import RunDir
 
@@ -20,29 +19,19 @@ log = get_logger(__name__)
 
 def resolve_data(recipe: OCTRecipe, run_path: Path | None) -> tuple[Path, str]:
     """Data root and on-disk format; a synthetic dataset is generated first when it does not exist yet."""
-    data = recipe.data
-    if data.format == "synthetic":
-        root = Path(data.root) if data.root else (run_path / "data" if run_path else None)
-        if root is None:
-            raise ConfigError("data.root: a synthetic dataset needs a folder (--data-root DIR)")
-        synth = data.synthetic
+    synth = recipe.data.synthetic
 
-        def generate() -> None:
-            if (root / "data_information.csv").exists():
-                return
-            from .synth import write_synthetic_oct
+    def write_synthetic(root: Path) -> None:
+        if (root / "data_information.csv").exists():
+            return
+        from .synth import write_synthetic_oct
 
-            log.info("writing a synthetic NEH-layout dataset (%d patients) to %s", synth.patients, root)
-            write_synthetic_oct(root, n_patients=synth.patients, seed=synth.seed, image_size=tuple(synth.image_size),
-                                scans_per_eye=tuple(synth.scans_per_eye), lesion_strength=synth.lesion_strength,
-                                noise=synth.noise)
+        log.info("writing a synthetic NEH-layout dataset (%d patients) to %s", synth.patients, root)
+        write_synthetic_oct(root, n_patients=synth.patients, seed=synth.seed, image_size=tuple(synth.image_size),
+                            scans_per_eye=tuple(synth.scans_per_eye), lesion_strength=synth.lesion_strength,
+                            noise=synth.noise)
 
-        # Every rank passes the same barrier; only rank 0 writes (DDP ranks share the folder).
-        main_process_first(generate)
-        return root, "neh"
-    if not data.root:
-        raise ConfigError(f"data.root: required for data.format {data.format!r} (pass --data-root DIR)")
-    return Path(data.root), data.format
+    return resolve_data_root(recipe.data, run_path, write_synthetic, "neh")
 
 
 def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:

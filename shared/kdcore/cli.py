@@ -19,6 +19,33 @@ __all__ = ["add_run_command", "add_split_command", "add_report_command", "add_ex
            "run_main", "recipe_overrides"]
 
 
+def lazy(module: str, name: str) -> Callable[[], Any]:
+    """``lazy("medkd.report", "build_report")()`` imports on first use, so ``--help`` stays fast."""
+
+    def load() -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)
+
+    return load
+
+
+def print_audit(report: Any, counts: str | None, out: Path | None) -> int:
+    """Print an audit's findings and counts, write its JSON to ``out``; exit status 1 when anything blocks."""
+    from .atomic import atomic_write_json
+
+    for problem in report.problems:
+        print(f"{problem.severity.upper():8s} {problem}")
+    if counts:
+        print(counts)
+    if out:
+        atomic_write_json(out, report.to_dict())
+        print(f"wrote {out}")
+    blocking = len(report.blocking)
+    print(f"{blocking} blocking problem(s), {len(report.problems) - blocking} other finding(s)")
+    return 1 if blocking else 0
+
+
 def recipe_overrides(args: argparse.Namespace) -> dict:
     extra = {}
     if getattr(args, "data_root", None) is not None:

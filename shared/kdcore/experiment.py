@@ -16,14 +16,15 @@ from torch.utils.data import DataLoader, Dataset
 from .cv import FoldManifest, load_manifest
 from .device import loader_options
 from .engine.distributed import barrier, broadcast_object, is_main_process, rank, world_size
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .logs import get_logger, set_progress, setup_logging
 from .models import count_flops, count_parameters, measure_latency
 from .rundir import RunDir
 from .sampling import SeededSampler
 from .seeding import derive_seed, seed_worker
 
-__all__ = ["open_run", "undo_new_folder_on_error", "manifest_for_run", "finish_run", "train_loader", "eval_loader", "profile_models", "main_process_first"]
+__all__ = ["open_run", "undo_new_folder_on_error", "manifest_for_run", "finish_run", "train_loader", "eval_loader", "profile_models", "main_process_first",
+           "resolve_data_root"]
 
 
 def main_process_first(make: Callable[[], None]) -> None:
@@ -31,6 +32,24 @@ def main_process_first(make: Callable[[], None]) -> None:
     if is_main_process():
         make()
     barrier()
+
+
+def resolve_data_root(data: Any, run_path: Path | None, write_synthetic: Callable[[Path], None],
+                      synthetic_format: str) -> tuple[Path, str]:
+    """``(data root, on-disk format)`` of a recipe's ``data`` section (``format``, ``root``).
+
+    A ``synthetic`` dataset lives in ``data.root`` or else the run's ``data/`` folder; ``write_synthetic(root)``
+    makes it there (when missing) on rank 0 while the other ranks wait, and it is read as ``synthetic_format``.
+    """
+    if data.format == "synthetic":
+        root = Path(data.root) if data.root else (run_path / "data" if run_path else None)
+        if root is None:
+            raise ConfigError("data.root: a synthetic dataset needs a folder (--data-root DIR)")
+        main_process_first(lambda: write_synthetic(root))
+        return root, synthetic_format
+    if not data.root:
+        raise ConfigError(f"data.root: required for data.format {data.format!r} (pass --data-root DIR)")
+    return Path(data.root), data.format
 
 
 @contextlib.contextmanager

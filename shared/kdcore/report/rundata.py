@@ -55,6 +55,17 @@ class RunInputs:
         done = set(self.models.get(model, []))
         return [f.fold for f in self.manifest.folds if f.fold not in done]
 
+    def coverage_notes(self, expected: Sequence[str]) -> list[str]:
+        """One note per model of ``expected`` that is missing folds, or has none completed."""
+        notes = []
+        for model in expected:
+            done, missing = self.models.get(model, []), self.missing_folds(model)
+            if not done:
+                notes.append(f"{model}: no completed fold in this run")
+            elif missing:
+                notes.append(f"{model}: fold(s) {missing} not completed; results cover fold(s) {sorted(done)}")
+        return notes
+
     def model_json(self, model: str) -> dict:
         """``model.json`` of the first completed fold of ``model``."""
         for fold in self.models.get(model, []):
