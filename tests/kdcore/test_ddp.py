@@ -97,3 +97,58 @@ def test_manifest_for_run_keeps_ranks_in_step_when_one_is_late(tmp_path):
     (tmp_path / "run").mkdir()
     mp.spawn(_late_rank_one_writes_manifest, args=(str(tmp_path / "store"), str(tmp_path / "run")), nprocs=2)
     assert (tmp_path / "run" / "folds.json").exists()
+
+
+class _RankDependentScores:
+    """Rank 0's validation keeps improving, rank 1's keeps getting worse: on their own, with patience 1,
+    rank 1 would stop after two epochs while rank 0 trains on, waiting for rank 1's gradients for ever."""
+
+    def __init__(self, rank: int):
+        from tests.kdcore.toy import ToyImages, ToyTask
+
+        self.inner, self.rank, self.epoch = ToyTask(ToyImages(8, seed=1)), rank, 0
+
+    def loss(self, model, batch):
+        return self.inner.loss(model, batch)
+
+    def inputs(self, batch):
+        return batch["image"]
+
+    def validate(self, model):
+        self.epoch += 1
+        return {"loss": 1.0 / self.epoch if self.rank == 0 else float(self.epoch)}
+
+
+def _train_with_rank_dependent_validation(rank: int, store: str, out: str) -> None:
+    import json
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader
+
+    from kdcore.config import TrainConfig
+    from kdcore.engine import Trainer
+    from kdcore.sampling import SeededSampler
+    from tests.kdcore.test_engine import TinyNet
+    from tests.kdcore.toy import ToyImages
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=20))
+    try:
+        torch.manual_seed(0)
+        trainer = Trainer(TinyNet(), TrainConfig(epochs=6, lr=1e-2, patience=1), _RankDependentScores(rank),
+                          monitor="loss", mode="min", device=torch.device("cpu"), name="toy", fold=0)
+        data = ToyImages(16)
+        loader = DataLoader(data, batch_size=4, sampler=SeededSampler(len(data), seed=0, rank=rank, world_size=2))
+        result = trainer.fit(loader)
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_take_rank_zeros_validation_so_they_stop_together(tmp_path):
+    mp.spawn(_train_with_rank_dependent_validation, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    outcomes = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert outcomes[0] == outcomes[1] == {"epochs_run": 6, "best_epoch": 5}

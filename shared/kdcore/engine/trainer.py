@@ -23,7 +23,7 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, TrainingError
 from ..logs import TensorBoardLogger, get_logger, progress
 from ..seeding import derive_seed, rng_state, set_rng_state
-from .distributed import is_main_process, wrap_ddp
+from .distributed import broadcast_object, is_main_process, wrap_ddp
 from .optim import build_optimizer, build_scheduler, set_backbone_trainable
 
 __all__ = ["Trainer", "TrainTask", "FitResult", "move_to_device"]
@@ -204,12 +204,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _validate(self, model: nn.Module) -> dict[str, float]:
-        model.eval()
-        with torch.no_grad():
-            metrics = self.task.validate(model)
-        if self.monitor not in metrics:
-            raise KeyError(f"validation returned {sorted(metrics)}, no monitored key {self.monitor!r}")
-        return {f"val_{k}" if not k.startswith("val_") else k: float(v) for k, v in metrics.items()}
+        # Under DDP rank 0 validates and every rank takes its numbers: best-epoch and early-stopping decisions
+        # made from each rank's own (on GPUs not bit-identical) scores could part the ranks and hang them.
+        record = None
+        if is_main_process():
+            model.eval()
+            with torch.no_grad():
+                metrics = self.task.validate(model)
+            if self.monitor not in metrics:
+                raise KeyError(f"validation returned {sorted(metrics)}, no monitored key {self.monitor!r}")
+            record = {f"val_{k}" if not k.startswith("val_") else k: float(v) for k, v in metrics.items()}
+        return broadcast_object(record)
 
     def _score(self, record: dict[str, Any]) -> float:
         key = self.monitor if self.monitor.startswith("val_") else f"val_{self.monitor}"
