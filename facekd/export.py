@@ -71,7 +71,8 @@ def face_contract(entry: RunModel) -> dict[str, Any]:
     config = read_run_file(entry.run_dir, "config.yaml") or {}
     data_cfg = config.get("data", {}) if isinstance(config, dict) else {}
     return {
-        "format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION, "task": "landmarks", "domain": "face photographs",
+        "format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION, "task": "landmarks",
+        "domain": "face photographs",
         "arch": meta["arch"], "role": meta.get("role"), "fold": entry.fold, "manifest": meta.get("manifest"),
         "num_outputs": int(meta.get("num_outputs", 2 * n_points)), "in_chans": int(meta.get("in_chans", 3)),
         "n_points": n_points, "scheme": meta.get("scheme", scheme.name),

@@ -27,8 +27,8 @@ import numpy as np
 from kdcore.errors import KDError
 from kdcore.export import (ATOL, RTOL, assert_no_absolute_paths, check_parity, compare_outputs, export_model,
                            find_run_models, load_run_model, parse_formats, pick_items, read_run_file, report_means,
-                           run_data_root, run_items, run_source, RunModel, select_folds, SIDECAR_FORMAT, SIDECAR_VERSION,
-                           torch_runner, write_parity)
+                           run_data_root, run_items, run_source, RunModel, select_folds, SIDECAR_FORMAT,
+                           SIDECAR_VERSION, torch_runner, write_parity)
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
                               render_model_card, source_section, write_model_card)
@@ -60,7 +60,8 @@ def oct_contract(entry: RunModel) -> dict[str, Any]:
                        "rounded), centre on a zero canvas", "x / 255, then (x - mean) / std"])
     classes = list(meta["classes"])
     return {
-        "format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION, "task": "classification", "domain": "retinal OCT B-scan",
+        "format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION, "task": "classification",
+        "domain": "retinal OCT B-scan",
         "arch": meta["arch"], "role": meta.get("role"), "fold": entry.fold, "manifest": meta.get("manifest"),
         "num_outputs": int(meta.get("num_outputs", len(classes))), "in_chans": int(meta.get("in_chans", 1)),
         "classes": classes, "data_format": data_cfg.get("format") if isinstance(data_cfg, dict) else None,

@@ -352,7 +352,8 @@ def test_unreachable_pretrained_weights_stop_the_run_before_it_starts(tmp_path, 
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     recipe = write_tiny_recipe(tmp_path)
-    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run", "--set", "teacher.pretrained=true"], capsys)
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run", "--set", "teacher.pretrained=true"],
+                        capsys)
     assert code == 2 and "teacher.pretrained: cannot fetch timm's pretrained weights for 'test_resnet'" in out
     assert "set teacher.weights to a local file" in out
     assert not (tmp_path / "run").exists()

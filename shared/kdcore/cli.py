@@ -132,11 +132,12 @@ def add_report_command(sub: Any, build_report: Callable[[], Callable]) -> None:
         if args.merge:
             copied = merge_runs(args.run_dir, args.merge)
             print(f"merged {len(copied)} fold model(s) into {args.run_dir}")
+        from .report.rundata import is_coverage_note
+
         report = build_report()(args.run_dir, n_boot=args.bootstrap, seed=args.seed)
         # A report over some folds is useful while fold jobs run, but must not pass for the whole run.
-        for note in report.get("notes", []):
-            if "not completed" in note or "no completed fold" in note:
-                print(f"warning: partial report: {note}", file=sys.stderr)
+        for note in filter(is_coverage_note, report.get("notes", [])):
+            print(f"warning: partial report: {note}", file=sys.stderr)
         print(f"report: {Path(args.run_dir) / 'report.html'}")
         return 0
 

@@ -23,8 +23,8 @@ from .rundir import RunDir
 from .sampling import SeededSampler
 from .seeding import derive_seed, seed_worker
 
-__all__ = ["open_run", "undo_new_folder_on_error", "manifest_for_run", "finish_run", "train_loader", "eval_loader", "profile_models", "main_process_first",
-           "resolve_data_root"]
+__all__ = ["open_run", "undo_new_folder_on_error", "manifest_for_run", "finish_run", "train_loader", "eval_loader",
+           "profile_models", "main_process_first", "resolve_data_root"]
 
 
 def main_process_first(make: Callable[[], None]) -> None:

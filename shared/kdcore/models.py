@@ -22,8 +22,8 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["create_model", "check_model_choice", "split_head_backbone", "count_parameters", "count_flops", "measure_latency",
-           "model_input_config"]
+__all__ = ["create_model", "check_model_choice", "split_head_backbone", "count_parameters", "count_flops",
+           "measure_latency", "model_input_config"]
 
 
 def create_model(

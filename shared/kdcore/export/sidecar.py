@@ -17,7 +17,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from ..atomic import atomic_write_json
 from ..errors import KDError
 
-__all__ = ["SIDECAR", "SIDECAR_FORMAT", "SIDECAR_VERSION", "write_sidecar", "read_sidecar", "find_absolute_paths", "assert_no_absolute_paths"]
+__all__ = ["SIDECAR", "SIDECAR_FORMAT", "SIDECAR_VERSION", "write_sidecar", "read_sidecar", "find_absolute_paths",
+           "assert_no_absolute_paths"]
 
 SIDECAR = "model.json"  # beside model.onnx / model.ts / model.safetensors: Path(f).with_suffix(".json")
 SIDECAR_FORMAT, SIDECAR_VERSION = "kdvision-export", 1

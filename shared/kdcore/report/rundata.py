@@ -25,9 +25,15 @@ from ..errors import DataError
 from ..predictions import read_predictions
 
 __all__ = ["RunInputs", "read_run", "read_json", "read_log_records", "audit_summary", "audit_lines", "profile_rows",
-           "PROFILE_HEADER", "json_safe", "write_report"]
+           "PROFILE_HEADER", "json_safe", "write_report", "is_coverage_note"]
 
 PROFILE_HEADER = ["model", "architecture", "parameters (M)", "GFLOPs", "latency median (ms, batch 1)", "input"]
+_NONE_DONE, _SOME_MISSING = "no completed fold in this run", "not completed"
+
+
+def is_coverage_note(note: str) -> bool:
+    """Whether a report note is one of :meth:`RunInputs.coverage_notes` (the report covers only some folds)."""
+    return _NONE_DONE in note or _SOME_MISSING in note
 
 
 @dataclass
@@ -61,9 +67,9 @@ class RunInputs:
         for model in expected:
             done, missing = self.models.get(model, []), self.missing_folds(model)
             if not done:
-                notes.append(f"{model}: no completed fold in this run")
+                notes.append(f"{model}: {_NONE_DONE}")
             elif missing:
-                notes.append(f"{model}: fold(s) {missing} not completed; results cover fold(s) {sorted(done)}")
+                notes.append(f"{model}: fold(s) {missing} {_SOME_MISSING}; results cover fold(s) {sorted(done)}")
         return notes
 
     def model_json(self, model: str) -> dict:
