@@ -16,7 +16,7 @@ import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import cv2
 import imagehash
@@ -29,6 +29,7 @@ from kdcore.images import ImageReadError, read_image
 from .data._scan import Scan
 from .data.load import scan_oct_dataset
 from .data.records import OCTRecord, Problem, raise_blocking
+from .data.volumes import read_frame
 
 __all__ = ["AuditReport", "Problem", "audit_oct", "integrity_gate", "EXCLUDABLE_KINDS"]
 
@@ -93,7 +94,8 @@ class AuditReport:
 
 def audit_oct(root: str | Path, format: str, subset: str | None = "all", near_duplicates: bool = True,
               hash_threshold: int = 6, thumb_threshold: float = 3.0, mode: Literal["cv", "official"] = "cv",
-              n_folds: int | None = None, classes: Sequence[str] | None = None) -> AuditReport:
+              n_folds: int | None = None, classes: Sequence[str] | None = None,
+              volumes: Any = None) -> AuditReport:
     """Audit one dataset; never stops at the first problem (only an unusable root or format raises).
 
     Args:
@@ -104,12 +106,13 @@ def audit_oct(root: str | Path, format: str, subset: str | None = "all", near_du
             this many grey levels on average (re-encoded or resized copies: about 1; different eyes: 8 or more).
         mode: ``"official"`` makes train/test patient overlap blocking (official split protocol), ``"cv"`` a warning.
         n_folds: when given, classes with fewer patients than folds are blocking.
+        volumes: ``format="volumes"`` only: :class:`~medkd.data.volume_scan.VolumeOptions`.
     """
     if mode not in ("cv", "official"):
         raise ConfigError(f"mode: expected 'cv' or 'official', got {mode!r}")
     subset = subset if format == "neh" else None
     try:
-        scan = scan_oct_dataset(root, format, subset, classes)  # type: ignore[arg-type]
+        scan = scan_oct_dataset(root, format, subset, classes, volumes)  # type: ignore[arg-type]
     except DataError as exc:  # an unreadable CSV: nothing else can be checked
         scan = Scan(format, Path(root).absolute(), list(classes or []))
         scan.add("blocking", "unreadable_csv", root, str(exc))
@@ -175,8 +178,12 @@ def _fingerprint(report: AuditReport, records: list[OCTRecord], perceptual: bool
     prints = []
     for record in records:
         try:
-            data = record.path.read_bytes()
-            gray = read_image(record.path, "gray")
+            if record.frame is None:
+                data = record.path.read_bytes()
+                gray = read_image(record.path, "gray")
+            else:  # a B-scan of a volume: its pixels are what can repeat elsewhere
+                gray = read_frame(record.path, record.frame)
+                data = gray.tobytes()
         except ImageReadError as exc:
             report.problems.append(Problem("blocking", "unreadable_image", str(record.path), exc.reason,
                                            image_id=record.image_id))

@@ -13,12 +13,28 @@ from kdcore.cli import (add_export_command, add_report_command, add_run_command,
 __all__ = ["main", "build_parser"]
 
 
+def _hasher(salt: str | None = None):
+    """Salted patient-id hashes (``medkd.privacy``) for commands without a run folder: the given salt, else a
+    throw-away one, so a volume's real patient id is never printed or written."""
+    import secrets
+
+    from .privacy import patient_hasher
+
+    return patient_hasher(Path("."), salt or secrets.token_hex(16))
+
+
 def _split(recipe):
     from .data import load_oct_dataset
     from .data_prep import resolve_data
     from .pipeline import build_manifest
 
     root, fmt = resolve_data(recipe, None)
+    if fmt == "volumes":  # folds only: ids are hashed with a throw-away salt, never printed raw
+        from .data_prep import volume_options
+
+        dataset = load_oct_dataset(root, fmt, classes=recipe.data.classes,
+                                   volumes=volume_options(recipe, _hasher(recipe.privacy.salt)))
+        return build_manifest(recipe, dataset)
     dataset = load_oct_dataset(root, fmt, subset=recipe.data.subset if fmt == "neh" else None,
                                classes=recipe.data.classes)
     return build_manifest(recipe, dataset)
@@ -27,8 +43,14 @@ def _split(recipe):
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit_oct
 
+    volumes = None
+    if args.format == "volumes":
+        from .data.volume_scan import VolumeOptions
+
+        volumes = VolumeOptions(selection=args.bscans, labels=args.labels, patient_key=_hasher(),
+                                require_labels=args.labels is not None)
     report = audit_oct(args.data_root, args.format, subset=args.subset, near_duplicates=not args.no_near_duplicates,
-                       mode=args.mode, n_folds=args.folds)
+                       mode=args.mode, n_folds=args.folds, volumes=volumes)
     counts = report.to_dict().get("counts")
     return print_audit(report, json.dumps(counts, indent=1) if counts else None, args.out)
 
@@ -63,12 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="check a dataset: unreadable images, missing rows/files, duplicates, leaks",
                        description="Exit status 1 when blocking problems are found.")
     p.add_argument("data_root", type=Path)
-    p.add_argument("--format", required=True, choices=["neh", "oct2017", "manifest"])
+    p.add_argument("--format", required=True, choices=["neh", "oct2017", "manifest", "volumes"])
     p.add_argument("--subset", default="all", choices=["all", "worst_case"], help="NEH subset")
     p.add_argument("--mode", default="cv", choices=["cv", "official"],
                    help="official: train/test patient overlap is blocking")
     p.add_argument("--folds", type=int, default=None, help="flag classes with fewer patients than this")
     p.add_argument("--no-near-duplicates", action="store_true", help="skip perceptual hashing")
+    p.add_argument("--bscans", default="all", help="volumes: B-scans per volume (all, central, central_k:K, every:N)")
+    p.add_argument("--labels", help="volumes: labels CSV relative to the data root (default: labels.csv if there; "
+                                    "patient ids in the findings are hashed with a throw-away salt)")
     p.add_argument("--out", type=Path, help="write the findings as JSON")
     p.set_defaults(handler=cmd_audit)
 

@@ -23,7 +23,7 @@ class SyntheticConfig(Section):
 
 
 class DataConfig(Section):
-    format: Literal["neh", "oct2017", "manifest", "synthetic"] = "synthetic"
+    format: Literal["neh", "oct2017", "manifest", "volumes", "synthetic"] = "synthetic"
     root: str | None = Field(None, description="data root; --data-root sets it")
     subset: Literal["worst_case", "all"] = Field("worst_case", description="NEH: image label == patient class, or all")
     classes: list[str] | None = Field(None, description="class names in index order; default per format")
@@ -36,6 +36,24 @@ class DataConfig(Section):
                                                    "per DataLoader worker); identical numbers, faster epochs")
     near_duplicates: bool = Field(True, description="perceptual-hash duplicate check in the integrity gate")
     synthetic: SyntheticConfig = SyntheticConfig()
+    # data.format volumes (DICOM OPT and vendor exports, see data_cards/dicom_and_vendor.md)
+    bscans: str | dict[str, int] = Field("all", description="B-scans used per volume: all, central, "
+                                                           "{central_k: K} (K around the centre), {every: N}")
+    labels: str | None = Field(None, description="volumes: labels CSV relative to the root (default labels.csv)")
+    volume_aggregate: Literal["max", "mean", "topk-mean"] = Field(
+        "mean", description="how `medkd predict` turns B-scan probabilities into one per volume (export default)")
+    volume_topk: int = Field(3, ge=1, description="k of topk-mean")
+
+    @field_validator("bscans")
+    @classmethod
+    def _known_selection(cls, value: str | dict[str, int]) -> str | dict[str, int]:
+        from .data.volumes import parse_selection
+
+        try:
+            parse_selection(value)
+        except Exception as exc:  # ConfigError -> a pydantic error naming the key
+            raise ValueError(str(exc).removeprefix("data.bscans: ")) from None
+        return value
 
 
 class AugmentConfig(Section):

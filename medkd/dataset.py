@@ -13,6 +13,7 @@ from kdcore.images import read_image
 from kdcore.sampling import split_key
 
 from .data import OCTRecord
+from .data.volumes import read_frame
 from .preprocess import OCT_MEAN, OCT_STD, letterbox, normalize
 from .transforms import augment
 
@@ -53,7 +54,9 @@ class BScanDataset(Dataset):
         """The un-augmented letterboxed uint8 canvas of item ``index`` (read-only when cached)."""
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        canvas = letterbox(read_image(self.records[index].path, "gray"), self.image_size)
+        record = self.records[index]
+        gray = read_image(record.path, "gray") if record.frame is None else read_frame(record.path, record.frame)
+        canvas = letterbox(gray, self.image_size)
         if self._cache is not None:
             canvas.setflags(write=False)  # an augmentation writing in place would corrupt later epochs: make it fail
             self._cache[index] = canvas

@@ -23,7 +23,8 @@ Severity = Literal["blocking", "warning", "info"]
 class OCTRecord:
     """One B-scan.
 
-    ``image_id`` is the path relative to :attr:`OCTDataset.root` as found on disk (unique in a dataset);
+    ``image_id`` is the path relative to :attr:`OCTDataset.root` as found on disk (unique in a dataset;
+    ``"<path>#<frame>"`` for a B-scan of a volume file, whose 0-based index is ``frame``);
     ``patient`` is the globally unique patient key that every split must group by (``"CNV/12"`` for NEH,
     the file-name patient number for OCT2017); ``label`` is the image-level class.
     """
@@ -36,6 +37,7 @@ class OCTRecord:
     eye: str | None = None
     visit: str | None = None
     official_split: str | None = None
+    frame: int | None = None  # 0-based B-scan of a volume file (data.format volumes); None for image files
 
 
 @dataclass
@@ -47,6 +49,7 @@ class OCTDataset:
     format: str
     root: Path
     notes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # format-specific facts recorded in dataset.json (B-scan selection)
 
     def __len__(self) -> int:
         return len(self.records)
