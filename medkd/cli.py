@@ -66,9 +66,50 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predictor import OCTClassifier, predict_files
+    from .volume_predict import is_volume_input
 
-    rows = predict_files(OCTClassifier.load(args.model, backend=args.backend), args.images, args.out, tta=args.tta)
+    volume_inputs = [p for p in args.images if is_volume_input(p)]
+    if volume_inputs:
+        return _predict_volumes(args, volume_inputs)
+    if args.dicom_sr is not None:
+        from kdcore.errors import KDError
+
+        raise KDError("--dicom-sr needs DICOM volume inputs (an SR references the source DICOM instances)")
+    classifier = OCTClassifier.load(args.model, backend=args.backend)
+    rows = predict_files(classifier, args.images, args.out, tta=args.tta)
     print(f"wrote {args.out} ({len(rows)} image(s))")
+    if args.saliency is not None:
+        from .predictor import load_gray
+        from .saliency import load_torch_model, write_overlays
+
+        model, contract = load_torch_model(args.model)
+        items = [(Path(p).stem, load_gray(p)) for p in args.images]
+        wanted = [classifier.classes.index(r["class"]) for r in rows]
+        print(f"wrote {len(write_overlays(model, contract, items, args.saliency, wanted))} overlay(s) "
+              f"in {args.saliency}")
+    return 0
+
+
+def _predict_volumes(args: argparse.Namespace, volume_inputs: list[Path]) -> int:
+    from kdcore.errors import KDError
+    from kdcore.export.runtime import load_runner
+
+    from .predictor import OCTClassifier
+    from .volume_predict import predict_volumes
+
+    if len(volume_inputs) != len(args.images):
+        raise KDError("give either B-scan images or volume files/folders to one predict command, not both")
+    run, contract, backend, model_file = load_runner(args.model, args.backend)
+    result = predict_volumes(OCTClassifier(run, contract, backend), volume_inputs, args.out,
+                             aggregate=args.aggregate, topk=args.topk, bscans=args.bscans, tta=args.tta,
+                             dicom_sr=args.dicom_sr, saliency=args.saliency, export=args.model,
+                             model_file=model_file)
+    print(f"wrote {args.out} ({len(result.volumes)} volume(s), {len(result.rows) - len(result.volumes)} B-scan(s), "
+          f"aggregate {result.aggregate})")
+    for path in result.sr_files:
+        print(f"wrote {path}")
+    if args.saliency is not None:
+        print(f"wrote {len(result.overlays)} overlay(s) in {args.saliency}")
     return 0
 
 
@@ -110,13 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="export a trained student (ONNX, TorchScript, MONAI bundle) with parity checks",
                        schema_option=True)
 
-    p = sub.add_parser("predict", help="classify B-scans with an exported model; writes a CSV")
+    p = sub.add_parser("predict", help="classify B-scans (images, or OCT volumes: DICOM OPT, vendor exports) with "
+                                       "an exported model; writes a CSV")
     p.add_argument("model", type=Path, help="export folder, .onnx or .ts file")
-    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("images", type=Path, nargs="+", help="B-scan images, or volume files / folders of them")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"))
     p.add_argument("--tta", action="store_true", help="average with the horizontal mirror")
     p.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default=None,
                    help="runtime (default: ONNX Runtime when model.onnx is there)")
+    p.add_argument("--aggregate", choices=["max", "mean", "topk-mean"], default=None,
+                   help="volumes: B-scan probabilities -> one row per volume (default: the recipe's, in the export)")
+    p.add_argument("--topk", type=int, default=None, help="volumes: k of topk-mean (default: the export's, else 3)")
+    p.add_argument("--bscans", default="all", help="volumes: B-scans classified (all, central, central_k:K, every:N)")
+    p.add_argument("--dicom-sr", type=Path, default=None, metavar="DIR",
+                   help="volumes: write a DICOM Structured Report per source series into DIR")
+    p.add_argument("--saliency", type=Path, default=None, metavar="DIR",
+                   help="write a Grad-CAM overlay per classified B-scan into DIR (needs model.safetensors)")
     p.set_defaults(handler=cmd_predict)
     return parser
 

@@ -33,6 +33,7 @@ from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
                               render_model_card, source_section, write_model_card)
 from kdcore.seeding import derive_seed
+from medkd.data.volumes import read_frame
 from medkd.preprocess import preprocess
 
 __all__ = ["export_run", "export_fold", "oct_contract", "parity_inputs", "FORMATS"]
@@ -69,6 +70,9 @@ def oct_contract(entry: RunModel) -> dict[str, Any]:
         "output": {"name": "output", "shape": ["batch", len(classes)], "meaning": "logits",
                    "probabilities": "softmax over axis 1", "classes": classes},
         "tta": {"hflip": "predict(tta=True): mean of the softmax of the input and of its horizontal mirror"},
+        # the recipe's volume-level default for `medkd predict` on volume files (data.volume_aggregate)
+        "volume": {"aggregate": data_cfg.get("volume_aggregate", "mean") if isinstance(data_cfg, dict) else "mean",
+                   "topk": int(data_cfg.get("volume_topk", 3)) if isinstance(data_cfg, dict) else 3},
         "source": run_source(entry),
         "exported": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "intended_use": "research only; not a medical device, not for diagnosis",
@@ -94,7 +98,8 @@ def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8) -> tupl
             if not relative or len(arrays) >= n:
                 continue
             try:
-                scan = read_image(root / str(relative), "gray")
+                scan = read_image(root / str(relative), "gray") if item.get("frame") is None else \
+                    read_frame(root / str(relative), int(item["frame"]))  # a B-scan of a volume file
                 arrays.append(preprocess(scan, int(spec["size"]), spec["mean"], spec["std"]))
                 files.append(root / str(relative))
             except ImageReadError as exc:
