@@ -14,7 +14,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,clinic]'
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt oct-converter  # declares opencv-python: see pyproject
 	touch $(STAMP)
 
 demo: demo-oct demo-face
