@@ -255,7 +255,9 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
                                                "reason": "a model of the pair has no completed fold"})
     report = json_safe(report)
     curves = {name: roc_curves(d.targets, d.probs, classes) for name, d in data.items()}
-    html, pngs = render_report(report, curves, run.log)
+    from .report_saliency import saliency_gallery
+
+    html, pngs = render_report(report, curves, run.log, saliency=saliency_gallery(run.path))
     write_report(run.path, report, html, {**_csv_files(report), **pngs})
     return report
 

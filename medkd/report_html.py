@@ -136,8 +136,25 @@ def _comparisons(doc: HtmlDocument, report: dict) -> None:
                       "(optimistic: images of a patient are not independent).")
 
 
-def render_report(report: dict, curves: dict[str, dict], log: Sequence[dict]) -> tuple[str, dict[str, bytes]]:
-    """``(html, {file name: png bytes})`` for the report dict, per-class ROC points and log.jsonl records."""
+def _saliency(doc: HtmlDocument, saliency: dict, pngs: dict) -> None:
+    doc.heading("Where the student looked (Grad-CAM)")
+    doc.paragraph("For each true class, the student's most confident correct and most confident wrong test "
+                  "B-scans; red marks the regions that raised the predicted class's score most (Grad-CAM on the "
+                  "last feature stage). A map shows what the model used, not whether that was right.", "muted")
+    for n, item in enumerate(saliency.get("items", [])):
+        name = f"saliency_{n:02d}_{safe_name(item['true'])}.png"
+        pngs[name] = item["png"]
+        verdict = "correct" if item["true"] == item["predicted"] else "wrong"
+        doc.figure(item["png"], f"true {item['true']}, predicted {item['predicted']} ({verdict}, p = "
+                                f"{item['confidence']:.2f}, fold {item['fold']}): {item['id']}")
+    if not saliency.get("items") or saliency.get("note"):
+        doc.paragraph(f"Grad-CAM examples: {saliency.get('note') or 'none available'}.", "muted")
+
+
+def render_report(report: dict, curves: dict[str, dict], log: Sequence[dict],
+                  saliency: dict | None = None) -> tuple[str, dict[str, bytes]]:
+    """``(html, {file name: png bytes})`` for the report dict, per-class ROC points and log.jsonl records
+    (and the Grad-CAM examples of :func:`medkd.report_saliency.saliency_gallery`, when given)."""
     pngs = _plots(report, curves, log)
     title = f"OCT classification report: {report['run'].get('recipe') or report['run']['folder']}"
     doc = HtmlDocument(title)
@@ -175,6 +192,8 @@ def render_report(report: dict, curves: dict[str, dict], log: Sequence[dict]) ->
             doc.figure(pngs[f"{safe_name(name)}_training.png"], name)
     else:
         doc.paragraph("No log.jsonl records: training curves are not available.", "muted")
+    if saliency is not None:
+        _saliency(doc, saliency, pngs)
     doc.heading("Model size and latency")
     rows = profile_rows({name: model.get("profile") for name, model in models.items()})
     if rows:

@@ -187,3 +187,31 @@ def test_a_broken_volume_stops_predict_and_writes_nothing(export, series, tmp_pa
     assert main(["predict", str(export), str(folder / "in" / "os.dcm"), str(tmp_path / "scan.png"), "--out",
                  str(out)]) == 2
     assert "not both" in capsys.readouterr().err and not out.exists()
+
+
+def test_report_gallery_explains_correct_and_wrong_test_bscans(tmp_path):
+    from kdcore.report import HtmlDocument
+    from medkd.report_html import _saliency
+    from medkd.report_saliency import saliency_gallery
+
+    run = make_oct_run(tmp_path, size=32, report=False)
+    items = json.loads((run / "dataset.json").read_text())["items"]
+    for fold in (0, 1):
+        folder = run / "folds" / f"fold_{fold}" / "student"
+        lines = ["id,patient,eye,fold,target,pred," + ",".join(f"prob_{c}" for c in CLASSES)]
+        for n, item in enumerate(items[fold::2]):
+            pred = item["label"] if n % 3 else CLASSES[(CLASSES.index(item["label"]) + 1) % len(CLASSES)]
+            probs = [0.7 if c == pred else 0.1 for c in CLASSES]
+            lines.append(f"{item['id']},{item['patient']},,{fold},{item['label']},{pred}," + ",".join(map(str, probs)))
+        (folder / "predictions.csv").write_text("\n".join(lines) + "\n")
+    gallery = saliency_gallery(run, per_class=1)
+    assert gallery["note"] is None
+    shown = {(g["true"], g["true"] == g["predicted"]) for g in gallery["items"]}
+    assert shown == {(c, ok) for c in CLASSES for ok in (True, False)}  # one correct and one wrong per class
+    assert all(g["png"].startswith(b"\x89PNG") for g in gallery["items"])
+    doc, pngs = HtmlDocument("t"), {}
+    _saliency(doc, gallery, pngs)
+    page = doc.render()
+    assert "Grad-CAM" in page and page.count("<img") == 8 and len(pngs) == 8
+    (run / "config.yaml").write_text("name: tiny-oct\ndata: {root: /nowhere/at/all}\n")
+    assert "not reachable" in saliency_gallery(run)["note"]
