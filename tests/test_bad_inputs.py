@@ -363,3 +363,39 @@ def test_resume_without_a_run(tmp_path, capsys):
     recipe = write_tiny_recipe(tmp_path)
     code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "nothing", "--resume"], capsys)
     assert code == 2 and "no run to continue" in out
+
+
+# ----------------------------------------------------------------- OCT volumes (DICOM OPT, vendor exports)
+
+
+def volume_folder(tmp_path: Path) -> Path:
+    from tests.medkd.dicom_opt import real_or_synthetic_bscans, write_opt
+
+    root = tmp_path / "volumes"
+    write_opt(root / "a.dcm", real_or_synthetic_bscans(3, start=0), patient_id="MRN-0001")
+    write_opt(root / "b.dcm", real_or_synthetic_bscans(3, start=8), patient_id="MRN-0002")
+    data = (root / "b.dcm").read_bytes()
+    (root / "b.dcm").write_bytes(data[: len(data) - 1000])
+    (root / "c.oct").write_bytes(b"\0" * 100)
+    (root / "labels.csv").write_text("file,label\na.dcm,CNV\nb.dcm,NORMAL\n")
+    return root
+
+
+def test_broken_and_unsupported_volumes_are_named_by_the_audit(tmp_path, capsys):
+    root = volume_folder(tmp_path)
+    code, out = run_cli(medkd.cli, ["audit", root, "--format", "volumes", "--no-near-duplicates"], capsys)
+    assert code == 1 and "b.dcm: truncated pixel data" in out and "c.oct: not a supported volume format" in out
+    assert "MRN-" not in out
+
+
+@pytest.mark.parametrize("setting, message", [
+    (None, "b.dcm: truncated pixel data"),
+    ("data.bscans=middle", "data.bscans: unknown B-scan selection 'middle'"),
+])
+def test_a_volume_run_with_bad_files_or_selection_never_starts(tmp_path, capsys, setting, message):
+    root = volume_folder(tmp_path)
+    recipe = write_tiny_recipe(tmp_path, data={"format": "volumes"})
+    extra = ["--set", setting] if setting else []
+    code, out = run_cli(medkd.cli, ["run", recipe, "--data-root", root, "--out", tmp_path / "run", *extra], capsys)
+    assert code == 2 and message in out and "MRN-" not in out
+    assert not (tmp_path / "run").exists()
