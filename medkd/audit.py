@@ -29,7 +29,7 @@ from kdcore.images import ImageReadError, read_image
 from .data._scan import Scan
 from .data.load import scan_oct_dataset
 from .data.records import OCTRecord, Problem, raise_blocking
-from .data.volumes import read_frame
+from .data.volumes import read_frames
 
 __all__ = ["AuditReport", "Problem", "audit_oct", "integrity_gate", "EXCLUDABLE_KINDS"]
 
@@ -182,7 +182,7 @@ def _fingerprint(report: AuditReport, records: list[OCTRecord], perceptual: bool
                 data = record.path.read_bytes()
                 gray = read_image(record.path, "gray")
             else:  # a B-scan of a volume: its pixels are what can repeat elsewhere
-                gray = read_frame(record.path, record.frame)
+                gray = read_frames(record.path)[record.frame]  # in order: each volume is decoded once
                 data = gray.tobytes()
         except ImageReadError as exc:
             report.problems.append(Problem("blocking", "unreadable_image", str(record.path), exc.reason,

@@ -31,9 +31,9 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import os
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -136,35 +136,52 @@ def read_volume_info(path: str | os.PathLike) -> VolumeInfo:
     return info
 
 
-def read_frames(path: str | os.PathLike) -> np.ndarray:
-    """Every B-scan of the volume as uint8 (N, H, W), in acquisition order."""
-    path = Path(path)
+_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+
+
+def _cache_key(path: Path) -> tuple:
     try:
         stat = path.stat()
     except OSError as exc:
         raise VolumeReadError(path, f"cannot read ({exc.strerror or exc})") from None
-    return _decoded(str(path.absolute()), stat.st_mtime_ns, stat.st_size)
+    return str(path.absolute()), stat.st_mtime_ns, stat.st_size  # a rewritten file is decoded again
+
+
+def read_frames(path: str | os.PathLike) -> np.ndarray:
+    """Every B-scan of the volume as uint8 (N, H, W), in acquisition order (the last few volumes are cached)."""
+    path = Path(path)
+    key = _cache_key(path)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    kind = volume_kind(path)
+    if kind is None:
+        raise VolumeReadError(path, "unsupported file type")
+    frames = _dicom_frames(path) if kind == "dicom" else _vendor_volume(path, kind)[1]
+    frames.setflags(write=False)  # shared by every reader of the cache
+    _CACHE[key] = frames
+    while len(_CACHE) > _CACHED_VOLUMES:
+        _CACHE.popitem(last=False)
+    return frames
 
 
 def read_frame(path: str | os.PathLike, frame: int) -> np.ndarray:
-    """One B-scan (0-based ``frame``) as a uint8 (H, W) array."""
-    frames = read_frames(path)
+    """One B-scan (0-based ``frame``) as a uint8 (H, W) array.
+
+    A cached volume is sliced; a DICOM file not in the cache has only this frame decoded (random access during
+    training would otherwise decode whole volumes per B-scan); vendor exports are parsed whole and cached.
+    """
+    path = Path(path)
+    key = _cache_key(path)
+    frames = _CACHE.get(key)
+    if frames is None and volume_kind(path) == "dicom":
+        frames = _dicom_frames(path, frame)
+        frame = 0
+    elif frames is None:
+        frames = read_frames(path)
     if not 0 <= frame < len(frames):
         raise VolumeReadError(path, f"frame {frame} does not exist (the volume has {len(frames)} B-scans)")
     return frames[frame]
-
-
-@functools.lru_cache(maxsize=_CACHED_VOLUMES)
-def _decoded(path: str, mtime_ns: int, size: int) -> np.ndarray:  # the stat values key the cache
-    kind = volume_kind(path)
-    if kind == "dicom":
-        frames = _dicom_frames(Path(path))
-    elif kind is None:
-        raise VolumeReadError(path, "unsupported file type")
-    else:
-        frames = _vendor_volume(Path(path), kind)[1]
-    frames.setflags(write=False)  # shared by every reader of the cache
-    return frames
 
 
 def to_uint8(array: np.ndarray, bits_stored: int | None = None) -> np.ndarray:
@@ -201,8 +218,8 @@ def _dicom_dataset(path: Path):
     return ds
 
 
-def _dicom_info(path: Path) -> VolumeInfo:
-    ds = _dicom_dataset(path)
+def _dicom_info(path: Path, ds: Any = None) -> VolumeInfo:
+    ds = _dicom_dataset(path) if ds is None else ds
     sop_class = str(ds.get("SOPClassUID", ""))
     if sop_class != OPT_SOP_CLASS:
         name = getattr(ds.get("SOPClassUID"), "name", "") or "unknown"
@@ -232,23 +249,32 @@ def _dicom_info(path: Path) -> VolumeInfo:
         sop_class_uid=sop_class, transfer_syntax=str(syntax) if syntax is not None else None)
 
 
-def _dicom_frames(path: Path) -> np.ndarray:
-    info = _dicom_info(path)
+def _dicom_frames(path: Path, index: int | None = None) -> np.ndarray:
+    """All frames, or only frame ``index`` (as a stack of one), decoded to uint8 greyscale."""
     ds = _dicom_dataset(path)
+    info = _dicom_info(path, ds)
+    if index is not None and not 0 <= index < info.n_frames:
+        raise VolumeReadError(path, f"frame {index} does not exist (the volume has {info.n_frames} B-scans)")
     try:
-        pixels = ds.pixel_array  # pydicom picks the decoder (pylibjpeg, gdcm, numpy RLE...) for the syntax
+        if index is None:
+            pixels = ds.pixel_array  # pydicom picks the decoder (pylibjpeg, gdcm, numpy RLE...) for the syntax
+        else:
+            from pydicom.pixels import pixel_array
+
+            pixels = pixel_array(ds, index=index)
     except Exception as exc:  # noqa: BLE001 - every decoder has its own errors; all mean "cannot decode"
         raise VolumeReadError(path, f"cannot decode pixel data ({info.transfer_syntax}): "
                                     f"{type(exc).__name__}: {exc}") from None
+    n_frames = info.n_frames if index is None else 1
     samples = int(ds.SamplesPerPixel)
     if samples == 3:
         import cv2
 
-        pixels = pixels.reshape(info.n_frames, info.height, info.width, 3)
+        pixels = pixels.reshape(n_frames, info.height, info.width, 3)
         pixels = np.stack([cv2.cvtColor(np.ascontiguousarray(to_uint8(f, ds.get("BitsStored"))), cv2.COLOR_RGB2GRAY)
                            for f in pixels])
     else:
-        pixels = to_uint8(pixels.reshape(info.n_frames, info.height, info.width), ds.get("BitsStored"))
+        pixels = to_uint8(pixels.reshape(n_frames, info.height, info.width), ds.get("BitsStored"))
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":  # 0 is white there
         pixels = 255 - pixels
     return np.ascontiguousarray(pixels)

@@ -37,6 +37,11 @@ def test_dicom_opt_frames_and_metadata(tmp_path, bscans, compression):
     assert info.device == "Heidelberg Engineering Spectralis"
     assert info.sop_instance_uid == source.SOPInstanceUID and info.series_uid == source.SeriesInstanceUID
     assert (info.transfer_syntax != "1.2.840.10008.1.2.1") == (compression is not None)
+    from medkd.data import volumes
+
+    volumes._CACHE.clear()
+    np.testing.assert_array_equal(read_frame(tmp_path / "v.dcm", 3), bscans[3])  # random access: one frame decoded
+    assert not volumes._CACHE
     frames = read_frames(tmp_path / "v.dcm")
     np.testing.assert_array_equal(frames, np.stack(bscans[:4]))  # lossless syntaxes: the very pixels
     np.testing.assert_array_equal(read_frame(tmp_path / "v.dcm", 2), bscans[2])
