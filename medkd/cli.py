@@ -108,6 +108,10 @@ def _predict_volumes(args: argparse.Namespace, volume_inputs: list[Path]) -> int
           f"aggregate {result.aggregate})")
     for path in result.sr_files:
         print(f"wrote {path}")
+    vendor = [info for info, *_ in result.volumes if info.kind != "dicom"]
+    if args.dicom_sr is not None and vendor:
+        print(f"note: no SR for {len(vendor)} non-DICOM volume(s) (an SR can only reference DICOM instances); "
+              "their results are in the CSV")
     if args.saliency is not None:
         print(f"wrote {len(result.overlays)} overlay(s) in {args.saliency}")
     return 0

@@ -215,3 +215,21 @@ def test_report_gallery_explains_correct_and_wrong_test_bscans(tmp_path):
     assert "Grad-CAM" in page and page.count("<img") == 8 and len(pngs) == 8
     (run / "config.yaml").write_text("name: tiny-oct\ndata: {root: /nowhere/at/all}\n")
     assert "not reachable" in saliency_gallery(run)["note"]
+
+
+@pytest.mark.real_fixtures
+def test_predict_on_heyex_exports(export, shared_fixtures, tmp_path, capsys):
+    vendor = shared_fixtures / "oct-vendor"
+    if not (vendor / "heyex_vol" / "test_volume.vol").is_file():
+        pytest.skip("no vendor fixtures")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(export), str(vendor / "heyex_vol" / "test_volume.vol"),
+                 str(vendor / "heyex_xml" / "test_dummy.xml"), "--out", str(out), "--bscans", "every:2"]) == 0
+    rows = read_rows(out)
+    assert [r["level"] for r in rows].count("volume") == 2 and len(rows) == 2 * (5 + 1)
+    assert {r["sop_instance_uid"] for r in rows} == {""} and {r["eye"] for r in rows} == {"OD"}
+    assert "Study-01" not in out.read_text()
+    code = main(["predict", str(export), str(vendor / "heyex_vol" / "test_volume.vol"), "--out", str(tmp_path / "q.csv"),
+                 "--dicom-sr", str(tmp_path / "sr")])
+    assert code == 2 and "none of the inputs is a DICOM file" in capsys.readouterr().err
+    assert not (tmp_path / "q.csv").exists()
