@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,clinic]'
-	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt oct-converter  # declares opencv-python: see pyproject
+	# oct-converter declares opencv-python, whose cv2 would overwrite opencv-python-headless's (see pyproject.toml)
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt oct-converter
 	touch $(STAMP)
 
 demo: demo-oct demo-face

@@ -69,7 +69,8 @@ def expand_volume_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
         found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
                        and volume_kind(p) is not None)
         if not found:
-            raise DataError(f"{path}: no volume files (DICOM OPT, .vol, HEYEX .xml, .e2e, .fds, .fda, .img) in this folder")
+            raise DataError(f"{path}: no volume files (DICOM OPT, .vol, HEYEX .xml, .e2e, .fds, .fda, .img) "
+                            "in this folder")
         out.extend(found)
     return out
 

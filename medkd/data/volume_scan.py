@@ -101,7 +101,8 @@ class _Labels:
                 scan.add("blocking", "empty_value", path, "empty 'label'", line)
                 continue
             if label is None:
-                scan.add("blocking", "unknown_class", path, f"label {get['label']!r} is not one of {scan.classes}", line)
+                scan.add("blocking", "unknown_class", path, f"label {get['label']!r} is not one of {scan.classes}",
+                         line)
                 continue
             key = "file" if self.by_file else "patient"
             if not get[key]:
@@ -208,7 +209,8 @@ def scan_volumes(root: str | Path, classes: Sequence[str] | None = None,
         for name in scan.classes:
             if not any(r.label == name for r in scan.records):
                 scan.add("blocking", "empty_class", labels_file, f"no B-scan of class {name!r}")
-    scan.notes.append(f"{len(options.infos)} volume(s) read: " + ", ".join(f"{n} {k}" for k, n in sorted(readers.items())))
+    scan.notes.append(f"{len(options.infos)} volume(s) read: "
+                      + ", ".join(f"{n} {k}" for k, n in sorted(readers.items())))
     scan.notes.append(f"B-scan selection {selection.to_dict()}: {len(scan.records)} B-scan(s) kept")
     return scan
 

@@ -371,7 +371,8 @@ def parse_selection(value: str | Mapping[str, int] | Selection | None) -> Select
         return value
     if isinstance(value, Mapping):
         if len(value) != 1:
-            raise ConfigError(f"data.bscans: expected one of all, central, {{central_k: K}}, {{every: N}}; got {dict(value)}")
+            raise ConfigError("data.bscans: expected one of all, central, {central_k: K}, {every: N}; "
+                              f"got {dict(value)}")
         (name, number), = value.items()
     else:
         name, _, number = str(value).partition(":")

@@ -229,7 +229,7 @@ def test_predict_on_heyex_exports(export, shared_fixtures, tmp_path, capsys):
     assert [r["level"] for r in rows].count("volume") == 2 and len(rows) == 2 * (5 + 1)
     assert {r["sop_instance_uid"] for r in rows} == {""} and {r["eye"] for r in rows} == {"OD"}
     assert "Study-01" not in out.read_text()
-    code = main(["predict", str(export), str(vendor / "heyex_vol" / "test_volume.vol"), "--out", str(tmp_path / "q.csv"),
-                 "--dicom-sr", str(tmp_path / "sr")])
+    code = main(["predict", str(export), str(vendor / "heyex_vol" / "test_volume.vol"),
+                 "--out", str(tmp_path / "q.csv"), "--dicom-sr", str(tmp_path / "sr")])
     assert code == 2 and "none of the inputs is a DICOM file" in capsys.readouterr().err
     assert not (tmp_path / "q.csv").exists()
