@@ -56,6 +56,9 @@ def probability_code(index: int, name: str):
 
 
 PREDICTED_CLASS = ("KDV-CLASS", "Predicted class")
+# Patient and study attributes (type 2: present, possibly empty) that highdicom copies from the source.
+_TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                 "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
 def write_series_sr(results: Sequence[VolumeResult], model: ModelIdentity, out_dir: str | os.PathLike,
@@ -69,6 +72,13 @@ def write_series_sr(results: Sequence[VolumeResult], model: ModelIdentity, out_d
     by_series: dict[str, list[tuple[Any, VolumeResult]]] = {}
     for result in results:
         source = pydicom.dcmread(result.path, stop_before_pixels=True)
+        missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+                   if not source.get(k)]
+        if missing:
+            raise KDError(f"{result.path}: no {', '.join(missing)}: an SR cannot reference this file")
+        for keyword in _TYPE2_COPIED:  # required but may be empty: an export that left one out gets it empty
+            if keyword not in source:
+                setattr(source, keyword, "")
         by_series.setdefault(str(source.SeriesInstanceUID), []).append((source, result))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

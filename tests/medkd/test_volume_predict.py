@@ -233,3 +233,17 @@ def test_predict_on_heyex_exports(export, shared_fixtures, tmp_path, capsys):
                  "--out", str(tmp_path / "q.csv"), "--dicom-sr", str(tmp_path / "sr")])
     assert code == 2 and "none of the inputs is a DICOM file" in capsys.readouterr().err
     assert not (tmp_path / "q.csv").exists()
+
+
+def test_sr_from_a_sparse_export(export, tmp_path):
+    """A device export that leaves out optional patient/study attributes still gets an SR (empty, not invented)."""
+    source = write_opt(tmp_path / "in" / "v.dcm", real_or_synthetic_bscans(2, start=5))
+    for keyword in ("PatientName", "PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber", "StudyDate",
+                    "StudyTime", "ReferringPhysicianName", "PatientID", "ImageLaterality", "Laterality"):
+        delattr(source, keyword)
+    source.save_as(tmp_path / "in" / "v.dcm", enforce_file_format=True)
+    assert main(["predict", str(export), str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"), "--dicom-sr",
+                 str(tmp_path / "sr")]) == 0
+    sr = pydicom.dcmread(next((tmp_path / "sr").glob("SR_*.dcm")))
+    assert sr.PatientID == "" and sr.StudyInstanceUID == source.StudyInstanceUID
+    assert read_rows(tmp_path / "p.csv")[-1]["eye"] == ""
