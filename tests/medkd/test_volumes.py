@@ -254,3 +254,18 @@ def test_run_data_preparation_writes_selection_and_hashes(tmp_path, bscans):
                                                                                                    ".jsonl"))
     assert "P-A" not in written and "P-B" not in written
     assert len({i["patient"] for i in index["items"]}) == 4
+
+
+def test_training_items_are_the_volume_frames(tmp_path, bscans):
+    from medkd.dataset import BScanDataset
+    from medkd.preprocess import preprocess
+
+    root = clinic(tmp_path, bscans, BY_FILE)
+    ds = load_oct_dataset(root, "volumes", volumes=VolumeOptions(selection={"every": 2}))
+    items = BScanDataset(ds.records, ds.classes, image_size=32)
+    for index in (0, 1, 5):  # a1.dcm frames 0 and 2, then site2/a2.dcm (JPEG 2000) frame 2
+        record = ds.records[index]
+        expected = preprocess(bscans[{"a1.dcm": 0, "b.dcm": 6, "c.dcm": 9, "site2/a2.dcm": 3}[
+            record.image_id.split("#")[0]] + record.frame], 32)
+        np.testing.assert_array_equal(items[index]["image"].numpy(), expected)
+        assert items[index]["target"] == ds.classes.index(record.label)
