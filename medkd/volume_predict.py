@@ -8,10 +8,11 @@ Aggregation over the volume's classified B-scans, per class, then renormalised t
 the one the training recipe recorded in the export (``model.json`` ``volume``), else ``mean``.
 
 Example:
-    >>> aggregate_probabilities(np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]), "max").round(3).tolist()
-    [0.5, 0.5]
-    >>> aggregate_probabilities(np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]), "topk-mean", k=2).round(3).tolist()
-    [0.65, 0.7]
+    >>> probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
+    >>> aggregate_probabilities(probs, "max").round(3).tolist()  # (0.9, 0.8) / 1.7
+    [0.529, 0.471]
+    >>> aggregate_probabilities(probs, "topk-mean", k=2).round(3).tolist()  # (0.65, 0.7) / 1.35
+    [0.481, 0.519]
 """
 
 from __future__ import annotations
