@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregate", choices=["max", "mean", "topk-mean"], default=None,
                    help="volumes: B-scan probabilities -> one row per volume (default: the recipe's, in the export)")
     p.add_argument("--topk", type=int, default=None, help="volumes: k of topk-mean (default: the export's, else 3)")
-    p.add_argument("--bscans", default="all", help="volumes: B-scans classified (all, central, central_k:K, every:N)")
+    p.add_argument("--bscans", default=None, help="volumes: B-scans classified (all, central, central_k:K, every:N; "
+                                                  "default: the training recipe's, in the export)")
     p.add_argument("--dicom-sr", type=Path, default=None, metavar="DIR",
                    help="volumes: write a DICOM Structured Report per source series into DIR")
     p.add_argument("--saliency", type=Path, default=None, metavar="DIR",

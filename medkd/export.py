@@ -70,9 +70,10 @@ def oct_contract(entry: RunModel) -> dict[str, Any]:
         "output": {"name": "output", "shape": ["batch", len(classes)], "meaning": "logits",
                    "probabilities": "softmax over axis 1", "classes": classes},
         "tta": {"hflip": "predict(tta=True): mean of the softmax of the input and of its horizontal mirror"},
-        # the recipe's volume-level default for `medkd predict` on volume files (data.volume_aggregate)
+        # the recipe's defaults for `medkd predict` on volume files (data.volume_aggregate, data.bscans)
         "volume": {"aggregate": data_cfg.get("volume_aggregate", "mean") if isinstance(data_cfg, dict) else "mean",
-                   "topk": int(data_cfg.get("volume_topk", 3)) if isinstance(data_cfg, dict) else 3},
+                   "topk": int(data_cfg.get("volume_topk", 3)) if isinstance(data_cfg, dict) else 3,
+                   "bscans": data_cfg.get("bscans", "all") if isinstance(data_cfg, dict) else "all"},
         "source": run_source(entry),
         "exported": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "intended_use": "research only; not a medical device, not for diagnosis",

@@ -5,7 +5,8 @@ identifiers never enter the CSV or the log (the SRs carry them, copied from the 
 
 Aggregation over the volume's classified B-scans, per class, then renormalised to sum 1:
 ``max`` (the largest B-scan probability), ``mean``, ``topk-mean`` (mean of the ``k`` largest). The default is
-the one the training recipe recorded in the export (``model.json`` ``volume``), else ``mean``.
+the one the training recipe recorded in the export (``model.json`` ``volume``), else ``mean``; so is the B-scan
+selection (``data.bscans``, else ``all``).
 
 Example:
     >>> probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
@@ -86,7 +87,7 @@ class VolumePredictions:
 
 
 def predict_volumes(classifier: Any, inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike,
-                    aggregate: str | None = None, topk: int | None = None, bscans: Any = "all", tta: bool = False,
+                    aggregate: str | None = None, topk: int | None = None, bscans: Any = None, tta: bool = False,
                     dicom_sr: str | os.PathLike | None = None, saliency: str | os.PathLike | None = None,
                     export: str | os.PathLike | None = None, model_file: str | os.PathLike | None = None,
                     batch_size: int = 16) -> VolumePredictions:
@@ -102,7 +103,7 @@ def predict_volumes(classifier: Any, inputs: Sequence[str | os.PathLike], out_cs
     k = int(topk or recorded.get("topk") or 3)
     if how not in AGGREGATES:
         raise KDError(f"--aggregate: expected one of {', '.join(AGGREGATES)}, got {how!r}")
-    selection = parse_selection(bscans)
+    selection = parse_selection(bscans if bscans is not None else recorded.get("bscans", "all"))
     files = expand_volume_inputs(inputs)
     if not files:
         raise KDError("no volumes to classify")

@@ -134,24 +134,24 @@ def _measurement_groups(sr) -> list[dict]:
 def test_default_aggregation_comes_from_the_export(export, series, tmp_path):
     folder, *_ = series
     contract = json.loads((export / "model.json").read_text())
-    assert contract["volume"] == {"aggregate": "mean", "topk": 3}  # the recipe default, recorded at export
+    assert contract["volume"] == {"aggregate": "mean", "topk": 3, "bscans": "all"}  # recipe defaults, in the export
     changed = tmp_path / "export"
     changed.mkdir()
     for f in export.iterdir():
         if f.is_file():
             (changed / f.name).write_bytes(f.read_bytes())
-    contract["volume"] = {"aggregate": "topk-mean", "topk": 2}
+    contract["volume"] = {"aggregate": "topk-mean", "topk": 2, "bscans": {"central_k": 3}}
     (changed / "model.json").write_text(json.dumps(contract))
-    assert main(["predict", str(changed), str(folder / "in" / "od.dcm"), "--out", str(tmp_path / "p.csv"),
-                 "--bscans", "central_k:3"]) == 0
+    assert main(["predict", str(changed), str(folder / "in" / "od.dcm"), "--out", str(tmp_path / "p.csv")]) == 0
     rows = read_rows(tmp_path / "p.csv")
     assert [r["frame"] for r in rows] == ["2", "3", "4", ""] and rows[-1]["aggregate"] == "topk-mean:2"
     probs = np.array([[float(r[f"prob_{c}"]) for c in CLASSES] for r in rows[:3]])
     np.testing.assert_allclose([float(rows[-1][f"prob_{c}"]) for c in CLASSES],
                                aggregate_probabilities(probs, "topk-mean", 2), atol=2e-6)
     assert main(["predict", str(changed), str(folder / "in" / "od.dcm"), "--out", str(tmp_path / "m.csv"),
-                 "--aggregate", "max"]) == 0
-    assert read_rows(tmp_path / "m.csv")[-1]["aggregate"] == "max"
+                 "--aggregate", "max", "--bscans", "all"]) == 0
+    rows = read_rows(tmp_path / "m.csv")
+    assert rows[-1]["aggregate"] == "max" and rows[-1]["n_bscans"] == "5"
 
 
 def test_saliency_writes_one_overlay_per_input(export, series, tmp_path, shared_fixtures):
