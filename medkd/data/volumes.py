@@ -296,6 +296,10 @@ def _vendor_volume(path: Path, kind: str) -> tuple[VolumeInfo, np.ndarray]:
                                     "pip install 'kdvision[clinic]' (see README)") from None
     except Exception as exc:  # noqa: BLE001 - construct/struct/XML errors all mean a broken or unknown export
         reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        if "fromstring" in reason:  # oct-converter 0.7's Topcon readers call np.fromstring, which numpy 2 removed
+            raise VolumeReadError(path, f"{READERS[kind]} {_version('oct-converter')} cannot read {kind} files with "
+                                        f"numpy {np.__version__} (it calls np.fromstring, removed in numpy 2)") \
+                from None
         raise VolumeReadError(path, f"cannot read {kind} export with {READERS[kind]} "
                                     f"({type(exc).__name__}{': ' + reason if reason else ''})") from None
     frames = np.asarray(data)
@@ -306,6 +310,15 @@ def _vendor_volume(path: Path, kind: str) -> tuple[VolumeInfo, np.ndarray]:
                       height=int(frames.shape[1]), width=int(frames.shape[2]), patient_id=_text(patient),
                       laterality=_laterality(laterality), visit_date=_iso_date(visit), device=DEVICES[kind])
     return info, frames
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "(unknown version)"
 
 
 def _eyepy(path: Path, kind: str) -> tuple[Any, Any, Any, np.ndarray]:

@@ -269,3 +269,14 @@ def test_training_items_are_the_volume_frames(tmp_path, bscans):
             record.image_id.split("#")[0]] + record.frame], 32)
         np.testing.assert_array_equal(items[index]["image"].numpy(), expected)
         assert items[index]["target"] == ds.classes.index(record.label)
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("scan.e2e", "cannot read e2e export with oct-converter"),
+    ("scan.fds", "cannot read fds files with numpy"),  # oct-converter 0.7 + numpy 2: refused, and why
+    ("scan.img", "cannot read zeiss_img export with oct-converter"),
+])
+def test_broken_or_unreadable_vendor_files_name_the_reader(tmp_path, name, reason):
+    (tmp_path / name).write_bytes(b"\x01junk" * 100)
+    with pytest.raises(VolumeReadError, match=reason):
+        read_volume_info(tmp_path / name)
