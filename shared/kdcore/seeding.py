@@ -81,4 +81,15 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU visible when saved. Restore those that still exist: with the same device count the
+        # run continues exactly; on fewer GPUs (a checkpoint moved to a smaller machine) the remaining devices
+        # keep their streams, where set_rng_state_all would index past the last device and fail.
+        saved, visible = state["cuda"], torch.cuda.device_count()
+        if len(saved) != visible:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "checkpoint holds CUDA RNG states of %d GPU(s), %d visible now: restored %d; the resumed run is "
+                "not bit-identical to an uninterrupted one", len(saved), visible, min(len(saved), visible))
+        for index, device_state in enumerate(saved[:visible]):
+            torch.cuda.set_rng_state(device_state, index)

@@ -9,7 +9,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["is_distributed", "is_main_process", "rank", "world_size", "wrap_ddp", "init_from_env",
-           "all_gather_objects", "broadcast_object", "barrier"]
+           "all_gather_objects", "broadcast_object", "barrier", "average_batchnorm_buffers"]
 
 
 def is_distributed() -> bool:
@@ -69,3 +69,19 @@ def barrier() -> None:
     """Wait for every rank (e.g. until rank 0 has written a teacher that the students will read)."""
     if is_distributed():
         dist.barrier()
+
+
+def average_batchnorm_buffers(model: nn.Module) -> None:
+    """Replace every BatchNorm running mean and variance by its mean over the ranks (no-op in one process).
+
+    For statistics each rank gathered over an equal number of batches (padded shards), the mean over ranks is
+    the mean over all batches: what one process computes from the whole set.
+    """
+    if not is_distributed():
+        return
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            for buffer in (module.running_mean, module.running_var):
+                if buffer is not None:
+                    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+                    buffer.div_(world_size())
