@@ -6,7 +6,9 @@ reads a value per micro-batch keeps the GPU idle between batches. :func:`count_h
 * on CUDA with ``torch.cuda.set_sync_debug_mode("warn")``, which reports every synchronising call torch makes;
 * elsewhere (the CPU, where nothing really waits) by intercepting, with a ``TorchFunctionMode``, the calls that
   would synchronise if the tensors lived on a GPU: scalar reads, ``tolist``/``numpy``/``cpu``, ``nonzero``,
-  ``unique``, ``masked_select`` and boolean-mask indexing (whose output size depends on the data).
+  ``unique``, ``masked_select`` and boolean-mask indexing (whose output size depends on the data). Reads inside
+  ``torch.optim`` and ``torch.utils.data`` are left out: optimizers keep their step counters on the CPU on every
+  device (unless ``capturable``) and the DataLoader draws its seeds on the CPU, so those reads wait for nothing.
 
 Example:
     >>> import torch
@@ -21,6 +23,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -56,6 +60,20 @@ def _is_bool_index(index: object) -> bool:
     return False
 
 
+_HOST_SIDE = (os.path.join("torch", "optim") + os.sep, os.path.join("torch", "utils", "data") + os.sep)
+
+
+def _inside_host_side_torch(depth: int = 12) -> bool:
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if any(part in frame.f_code.co_filename for part in _HOST_SIDE):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class _CountingMode(TorchFunctionMode):
     def __init__(self, record: SyncCount):
         super().__init__()
@@ -64,7 +82,8 @@ class _CountingMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
         if name in _SCALAR_READS:
-            self.record.add(name)
+            if not _inside_host_side_torch():
+                self.record.add(name)
         elif name == "__getitem__" and len(args) > 1 and _is_bool_index(args[1]):
             self.record.add("boolean-mask indexing")
         return func(*args, **(kwargs or {}))
