@@ -9,7 +9,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["is_distributed", "is_main_process", "rank", "world_size", "wrap_ddp", "init_from_env",
-           "all_gather_objects", "broadcast_object", "barrier", "average_batchnorm_buffers"]
+           "all_gather_objects", "broadcast_object", "barrier", "gather_batch"]
 
 
 def is_distributed() -> bool:
@@ -71,17 +71,14 @@ def barrier() -> None:
         dist.barrier()
 
 
-def average_batchnorm_buffers(model: nn.Module) -> None:
-    """Replace every BatchNorm running mean and variance by its mean over the ranks (no-op in one process).
 
-    For statistics each rank gathered over an equal number of batches (padded shards), the mean over ranks is
-    the mean over all batches: what one process computes from the whole set.
+def gather_batch(batch: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``batch`` concatenated in rank order: the global batch (itself when not distributed).
+
+    Ranks must call it together with tensors of one shape (equal shards and batch sizes give that).
     """
     if not is_distributed():
-        return
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            for buffer in (module.running_mean, module.running_var):
-                if buffer is not None:
-                    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-                    buffer.div_(world_size())
+        return batch
+    parts = [torch.empty_like(batch) for _ in range(world_size())]
+    dist.all_gather(parts, batch.contiguous())
+    return torch.cat(parts)

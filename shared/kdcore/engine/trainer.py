@@ -23,7 +23,7 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, TrainingError
 from ..logs import TensorBoardLogger, get_logger, progress
 from ..seeding import derive_seed, rng_state, set_rng_state
-from .distributed import average_batchnorm_buffers, broadcast_object, is_distributed, is_main_process, wrap_ddp
+from .distributed import broadcast_object, gather_batch, is_distributed, is_main_process, wrap_ddp
 from .optim import build_optimizer, build_scheduler, set_backbone_trainable
 
 __all__ = ["Trainer", "TrainTask", "FitResult", "move_to_device"]
@@ -343,11 +343,12 @@ class Trainer:
         if self.swa_model is not None and state["swa_start"] is not None and self.swa_model.n_averaged.item() > 0:
             loader_seed = derive_seed(self.seed, self.name, self.fold, "update_bn")
             torch.manual_seed(loader_seed)
-            inputs = (move_to_device(self.task.inputs(b), self.device, self.channels_last) for b in train_loader)
+            # Under DDP every rank forwards the global batch (its shard's batch gathered from all ranks): the
+            # BatchNorm statistics are then those one process computes from the whole training set, not rank 0's
+            # 1/N of it, and identical on every rank.
+            inputs = (gather_batch(move_to_device(self.task.inputs(b), self.device, self.channels_last))
+                      for b in train_loader)
             update_bn(inputs, self.swa_model)
-            # Each rank saw only its shard (equal lengths): the mean over ranks is the statistic of the whole
-            # training set, as one process computes it, and keeps the ranks' models identical.
-            average_batchnorm_buffers(self.swa_model)
             final, kept = self.swa_model.module, "swa"
         elif state["best_state"] is not None:
             self.model.load_state_dict(state["best_state"])
