@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import (add_export_command, add_report_command, add_run_command, add_split_command, lazy,
-                        print_audit, run_main)
+from kdcore.cli import (add_export_command, add_predict_device_option, add_report_command, add_run_command,
+                        add_split_command, lazy, print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
 
@@ -45,7 +45,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predictor import OCTClassifier, predict_files
 
-    rows = predict_files(OCTClassifier.load(args.model, backend=args.backend), args.images, args.out, tta=args.tta)
+    classifier = OCTClassifier.load(args.model, backend=args.backend, device=args.device)
+    rows = predict_files(classifier, args.images, args.out, tta=args.tta)
     print(f"wrote {args.out} ({len(rows)} image(s))")
     return 0
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average with the horizontal mirror")
     p.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default=None,
                    help="runtime (default: ONNX Runtime when model.onnx is there)")
+    add_predict_device_option(p)
     p.set_defaults(handler=cmd_predict)
     return parser
 

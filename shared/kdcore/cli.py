@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from .errors import KDError
 
 __all__ = ["add_run_command", "add_split_command", "add_report_command", "add_export_command", "check_resume",
-           "run_main", "recipe_overrides", "decide_run_folder"]
+           "run_main", "recipe_overrides", "decide_run_folder", "add_predict_device_option"]
 
 
 def lazy(module: str, name: str) -> Callable[[], Any]:
@@ -201,6 +201,13 @@ def add_export_command(sub: Any, export_run: Callable[[], Callable], formats: st
                             help="local copy of MONAI's meta_schema_20240725.json: also validate the bundle's "
                                  "metadata.json against it offline (default: $KDVISION_MONAI_SCHEMA, else skipped)")
     parser.set_defaults(handler=handler)
+
+
+def add_predict_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of ``predict``: where the exported model runs (one definition for both verticals)."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when ONNX Runtime's CUDA provider, or PyTorch's CUDA for the other "
+                             "backends, is there), cpu, cuda or cuda:N; asking for CUDA without it is an error")
 
 
 def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None) -> int:
