@@ -7,8 +7,6 @@ import pytest
 
 @pytest.mark.parametrize("tool", ["medkd", "facekd"])
 def test_predict_takes_a_device(tool):
-    import importlib
-
     parser = importlib.import_module(f"{tool}.cli").build_parser()
     extra = ["--out", "o"] if tool == "facekd" else []
     assert parser.parse_args(["predict", "m", "i.png", *extra]).device == "auto"
