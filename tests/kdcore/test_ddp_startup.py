@@ -1,5 +1,6 @@
-"""DDP start-up: rank 0 decides the run folder and the resume check after the process group exists, and a run
-folder that the other ranks cannot see (no shared filesystem) stops every rank at the start instead of hanging."""
+"""DDP decisions every rank must share: rank 0 decides the run folder and the resume check after the process group
+exists; a run folder that the other ranks cannot see (no shared filesystem) stops every rank at the start; one
+rank's non-finite loss stops every rank. Each case would otherwise leave ranks waiting for each other."""
 
 import json
 import os
@@ -89,17 +90,42 @@ def _check_folder(rank: int, store: str, folder: str) -> None:
                 outcomes.append("ok")
             except KDError as exc:
                 outcomes.append(str(exc))
+        outcomes.append(_train_with_nan_on_rank_one(rank))
         Path(folder, f"rank{rank}.json").write_text(json.dumps(outcomes))
     finally:
         dist.destroy_process_group()
 
 
-def test_run_folder_the_other_ranks_cannot_see_stops_every_rank(tmp_path):
+def _train_with_nan_on_rank_one(rank: int) -> str:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from kdcore.config import TrainConfig
+    from kdcore.engine import Trainer
+    from kdcore.errors import TrainingError
+    from kdcore.sampling import SeededSampler
+    from tests.kdcore.test_engine import TinyNet
+    from tests.kdcore.toy import ToyImages, ToyTask
+
+    torch.manual_seed(0)
+    task = ToyTask(ToyImages(8, seed=1), nan_at_call=3 if rank == 1 else None)
+    trainer = Trainer(TinyNet(), TrainConfig(epochs=3, lr=1e-2), task, monitor="loss", mode="min",
+                      device=torch.device("cpu"), name="toy", fold=0)
+    data = ToyImages(16)
+    try:
+        trainer.fit(DataLoader(data, batch_size=4, sampler=SeededSampler(len(data), seed=0, rank=rank, world_size=2)))
+    except TrainingError as exc:
+        return str(exc)
+    return "trained on"
+
+
+def test_what_one_rank_sees_stops_every_rank(tmp_path):
     for name in ("shared", "node0", "node1"):
         (tmp_path / name).mkdir()
     mp.spawn(_check_folder, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
     for r in (0, 1):
-        shared, split = json.loads((tmp_path / f"rank{r}.json").read_text())
+        shared, split, nan = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert shared == "ok"
         assert "rank 1 on" in split and "filesystem every node shares" in split, split
+        assert "non-finite loss at epoch 1, step 0" in nan, nan  # rank 1's third batch; rank 0 stops with it
     assert list((tmp_path / "shared").iterdir()) == []  # the probe is removed

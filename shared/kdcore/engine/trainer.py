@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 
@@ -251,6 +252,11 @@ class Trainer:
     def _optimizer_step(self, group_finite: torch.Tensor, epoch: int, first: int, last: int) -> bool:
         """Clip, step and zero the gradients; False when the step was skipped (fp16 overflow or non-finite loss)."""
         where = f"epoch {epoch}, step {first}" if first == last else f"epoch {epoch}, steps {first}-{last}"
+        if is_distributed():
+            # One rank's non-finite loss is every rank's (its gradients were averaged into theirs): all skip or
+            # stop together, instead of one stopping while the others wait for it.
+            group_finite = group_finite.to(torch.int32)
+            dist.all_reduce(group_finite, op=dist.ReduceOp.MIN)
         if not bool(group_finite):  # the one host read per optimizer step
             self.optimizer.zero_grad(set_to_none=True)
             if not self.scaler.is_enabled():
