@@ -58,7 +58,8 @@ def train(rank: int, world: int, out: str, store: str | None = None) -> None:
             probs = torch.softmax(result.model.eval()(probe), dim=1)
         torch.save({"probs": probs, "state": result.model.state_dict(), "kept": result.kept,
                     "find_unused": getattr(wrapper, "find_unused_parameters", None),
-                    "ddp": isinstance(wrapper, nn.parallel.DistributedDataParallel)}, f"{out}/world{world}_rank{rank}.pt")
+                    "ddp": isinstance(wrapper, nn.parallel.DistributedDataParallel)},
+                   f"{out}/world{world}_rank{rank}.pt")
     finally:
         if world > 1:
             dist.destroy_process_group()

@@ -50,8 +50,8 @@ def test_cuda_provider_that_fails_to_start_is_reported(tiny_onnx, monkeypatch):
     # onnxruntime-gpu without working CUDA libraries: the provider is listed, the session silently uses the CPU
     monkeypatch.setattr(ort, "get_available_providers", lambda: CUDA_AND_CPU)
     real_session = ort.InferenceSession
-    monkeypatch.setattr(ort, "InferenceSession",
-                        lambda path, options, providers: real_session(path, options, providers=["CPUExecutionProvider"]))
+    monkeypatch.setattr(ort, "InferenceSession", lambda path, options, providers: real_session(
+        path, options, providers=["CPUExecutionProvider"]))
     with pytest.raises(KDError, match="could not start its CUDA provider"):
         onnx_runner(tiny_onnx[1], device="cuda")
     run = onnx_runner(tiny_onnx[1], device="cpu")
