@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import (add_export_command, add_report_command, add_run_command, add_split_command, lazy,
-                        print_audit, run_main)
+from kdcore.cli import (add_export_command, add_predict_device_option, add_report_command, add_run_command,
+                        add_split_command, lazy, print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
 FORMATS = ["300w", "wflw", "cofw", "folder"]
@@ -46,7 +46,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .predictor import LandmarkDetector
 
-    detector = LandmarkDetector.load(args.model, backend=args.backend)
+    detector = LandmarkDetector.load(args.model, backend=args.backend, device=args.device)
     written = predict_files(detector, args.images, args.out, overlay=args.overlay, tta=args.tta)
     print(f"wrote {len(written)} .pts file(s) to {args.out}")
     return 0
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average with the mirrored face (left/right relabelled)")
     p.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default=None,
                    help="runtime (default: ONNX Runtime when model.onnx is there)")
+    add_predict_device_option(p)
     p.set_defaults(handler=cmd_predict)
     return parser
 

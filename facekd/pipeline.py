@@ -8,7 +8,9 @@ from typing import Sequence
 
 from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
-from kdcore.experiment import finish_run, manifest_for_run, open_run, profile_models, undo_new_folder_on_error
+from kdcore.engine.distributed import world_size
+from kdcore.experiment import (check_per_rank_batch, finish_run, manifest_for_run, open_run, profile_models,
+                               undo_new_folder_on_error)
 from kdcore.logs import get_logger
 from kdcore.models import check_model_choice
 from kdcore.rundir import RunDir
@@ -31,6 +33,7 @@ def run_pipeline(recipe: FaceRecipe, out: str | Path, folds: Sequence[int] | Non
     for role in ("tough", "tolerant", "student"):
         cfg = role_config(recipe, role)
         check_model_choice(cfg.model, cfg.weights, key=role, pretrained=cfg.pretrained)
+        check_per_rank_batch(cfg.train.batch_size, world_size(), f"{role}.train.batch_size")
 
     def spec(role: str, requires: tuple[str, ...] = ()) -> ModelSpec:
         return ModelSpec(role, lambda ctx: train_role(role, recipe, records, ctx), requires)

@@ -78,10 +78,13 @@ class LandmarkDetector:
         self._flip = contract.get("flip_permutation")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: Backend | None = None,
-             threads: int | None = None) -> "LandmarkDetector":
-        """Load an export folder (``backend`` picks the file, default ONNX) or a model file with its sidecar."""
-        run, contract, backend, _ = load_runner(path, backend, threads)
+    def load(cls, path: str | os.PathLike, backend: Backend | None = None, threads: int | None = None,
+             device: str = "cpu") -> "LandmarkDetector":
+        """Load an export folder (``backend`` picks the file, default ONNX) or a model file with its sidecar.
+
+        ``device``: cpu, cuda, cuda:N or auto (ONNX Runtime's CUDA provider / PyTorch on CUDA when present).
+        """
+        run, contract, backend, _ = load_runner(path, backend, threads, device)
         return cls(run, contract, backend)
 
     def face_box(self, image: ImageLike, source: str | os.PathLike | None = None) -> Box:

@@ -47,15 +47,16 @@ class LandmarkTask:
         self.val_loader, self.device, self.teachers = val_loader, device, teachers
         self.kd_loss, self.l2 = kd_loss, L2LandmarkLoss()
 
-    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         pred = model(batch["image"]).float()
         if self.teachers is None:
             return self.l2(pred, batch["target"]), {}
         tough = self.teachers["tough"](batch["image"])
         tolerant = self.teachers["tolerant"](batch["image"])
         parts = self.kd_loss.components(pred, tough, tolerant, batch["target"])
-        return parts.total, {"kd_main": float(parts.main.detach()), "kd_tough": float(parts.tough.detach()),
-                             "kd_tolerant": float(parts.tolerant.detach())}
+        # Detached tensors, read by the engine once per epoch (a float() here would wait for the GPU every step).
+        return parts.total, {"kd_main": parts.main.detach(), "kd_tough": parts.tough.detach(),
+                             "kd_tolerant": parts.tolerant.detach()}
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         pred, target, _, _ = predict_landmarks(model, self.val_loader, self.device)

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import (add_export_command, add_report_command, add_run_command, add_split_command, lazy,
-                        print_audit, run_main)
+from kdcore.cli import (add_export_command, add_predict_device_option, add_report_command, add_run_command,
+                        add_split_command, lazy, print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
 
@@ -75,7 +75,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from kdcore.errors import KDError
 
         raise KDError("--dicom-sr needs DICOM volume inputs (an SR references the source DICOM instances)")
-    classifier = OCTClassifier.load(args.model, backend=args.backend)
+    classifier = OCTClassifier.load(args.model, backend=args.backend, device=args.device)
     rows = predict_files(classifier, args.images, args.out, tta=args.tta)
     print(f"wrote {args.out} ({len(rows)} image(s))")
     if args.saliency is not None:
@@ -99,7 +99,7 @@ def _predict_volumes(args: argparse.Namespace, volume_inputs: list[Path]) -> int
 
     if len(volume_inputs) != len(args.images):
         raise KDError("give either B-scan images or volume files/folders to one predict command, not both")
-    run, contract, backend, model_file = load_runner(args.model, args.backend)
+    run, contract, backend, model_file = load_runner(args.model, args.backend, device=args.device)
     result = predict_volumes(OCTClassifier(run, contract, backend), volume_inputs, args.out,
                              aggregate=args.aggregate, topk=args.topk, bscans=args.bscans, tta=args.tta,
                              dicom_sr=args.dicom_sr, saliency=args.saliency, export=args.model,
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="volumes: write a DICOM Structured Report per source series into DIR")
     p.add_argument("--saliency", type=Path, default=None, metavar="DIR",
                    help="write a Grad-CAM overlay per classified B-scan into DIR (needs model.safetensors)")
+    add_predict_device_option(p)
     p.set_defaults(handler=cmd_predict)
     return parser
 

@@ -79,7 +79,7 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
     test_set = BScanDataset(parts["test"], classes, size, cache_decoded=cache)
 
     loader = train_loader(train_set, cfg.train.batch_size, device, runtime.workers,
-                          seed=sampler_seed(recipe.seed, role, ctx.fold))
+                          seed=sampler_seed(recipe.seed, role, ctx.fold), key=f"{role}.train.batch_size")
     val_loader = eval_loader(val_set, cfg.train.batch_size * 2, device, runtime.workers)
     test_loader = eval_loader(test_set, cfg.train.batch_size * 2, device, runtime.workers)
 
@@ -99,7 +99,7 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
     trainer = Trainer(model, cfg.train, task, monitor=cfg.monitor, mode=MONITOR_MODE[cfg.monitor], device=device,
                       amp_dtype=amp_dtype, seed=recipe.seed, name=role, fold=ctx.fold, output_dir=ctx.model_dir,
                       meta=meta, run=ctx.run, tensorboard=tensorboard, channels_last=runtime.channels_last,
-                      compile_model=runtime.compile)
+                      compile_model=runtime.compile, sync_batchnorm=runtime.sync_batchnorm)
     result = trainer.fit(loader, resume=ctx.resume)
     if tensorboard is not None:
         tensorboard.close()

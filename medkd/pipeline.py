@@ -16,7 +16,8 @@ from kdcore.cv import FoldManifest, make_fold_manifest
 from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
 from kdcore.errors import DataError
-from kdcore.experiment import finish_run, manifest_for_run, open_run, undo_new_folder_on_error
+from kdcore.engine.distributed import world_size
+from kdcore.experiment import check_per_rank_batch, finish_run, manifest_for_run, open_run, undo_new_folder_on_error
 from kdcore.logs import get_logger
 from kdcore.models import check_model_choice
 from kdcore.rundir import RunDir
@@ -68,6 +69,7 @@ def run_pipeline(recipe: OCTRecipe, out: str | Path, folds: Sequence[int] | None
     for role in ("teacher", "student"):
         cfg = role_config(recipe, role)
         check_model_choice(cfg.model, cfg.weights, key=role, pretrained=cfg.pretrained)
+        check_per_rank_batch(cfg.train.batch_size, world_size(), f"{role}.train.batch_size")
     with undo_new_folder_on_error(out):
         run = open_run(recipe, out)
         dataset = prepare_dataset(recipe, run)

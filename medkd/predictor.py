@@ -81,10 +81,13 @@ class OCTClassifier:
         self._mean, self._std = tuple(spec["mean"]), tuple(spec["std"])
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: Backend | None = None,
-             threads: int | None = None) -> "OCTClassifier":
-        """Load an export folder (``backend`` picks the file, default ONNX) or a model file with its sidecar."""
-        run, contract, backend, _ = load_runner(path, backend, threads)
+    def load(cls, path: str | os.PathLike, backend: Backend | None = None, threads: int | None = None,
+             device: str = "cpu") -> "OCTClassifier":
+        """Load an export folder (``backend`` picks the file, default ONNX) or a model file with its sidecar.
+
+        ``device``: cpu, cuda, cuda:N or auto (ONNX Runtime's CUDA provider / PyTorch on CUDA when present).
+        """
+        run, contract, backend, _ = load_runner(path, backend, threads, device)
         return cls(run, contract, backend)
 
     def preprocess(self, image: ImageLike) -> np.ndarray:

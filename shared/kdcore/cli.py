@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from .errors import KDError
 
 __all__ = ["add_run_command", "add_split_command", "add_report_command", "add_export_command", "check_resume",
-           "run_main", "recipe_overrides"]
+           "run_main", "recipe_overrides", "decide_run_folder", "add_predict_device_option"]
 
 
 def lazy(module: str, name: str) -> Callable[[], Any]:
@@ -70,18 +70,40 @@ def check_resume(out: Path, resume: bool) -> None:
         raise KDError(f"{out}: --resume given but there is no run to continue in this folder")
 
 
+def decide_run_folder(recipe: Any, out: Path | None, resume: bool) -> Path:
+    """The run folder and the resume check, decided by rank 0 after the process group exists.
+
+    Under torchrun each rank checking for itself could find the ``config.yaml`` rank 0 has just written and
+    stop ("already holds a run"), and without ``--out`` each would stamp its own folder with its own clock.
+    """
+    from .device import resolve_device
+    from .engine.distributed import broadcast_object, init_from_env, is_main_process
+    from .rundir import default_run_dir
+
+    init_from_env(resolve_device(recipe.runtime.device))
+    problem = None
+    if is_main_process():
+        out = out or default_run_dir(recipe.name)
+        try:
+            check_resume(out, resume)
+        except KDError as exc:
+            problem = exc
+    out, problem = broadcast_object((out, problem))
+    if problem is not None:
+        raise problem
+    return out
+
+
 def add_run_command(sub: Any, tool: str, schema_loader: Callable[[], type], pipeline: Callable[[], Callable],
                     n_folds: Callable[[Any], int], help: str, example: str) -> None:
     """``run RECIPE [--set k=v] [--data-root D] [--out DIR] [--folds 0,1] [--resume] [--device D]``."""
 
     def handler(args: argparse.Namespace) -> int:
-        from .rundir import default_run_dir
         from .runner import parse_folds
 
         started = time.perf_counter()
         recipe = _load_recipe(schema_loader(), args)
-        out = args.out or default_run_dir(recipe.name)
-        check_resume(out, args.resume)
+        out = decide_run_folder(recipe, args.out, args.resume)
         run = pipeline()(recipe, out, folds=parse_folds(args.folds, n_folds(recipe)), resume=True)
         print(f"{tool} run: {run.path} finished in {time.perf_counter() - started:.1f} s")
         if (run.path / "report.json").exists():
@@ -179,6 +201,13 @@ def add_export_command(sub: Any, export_run: Callable[[], Callable], formats: st
                             help="local copy of MONAI's meta_schema_20240725.json: also validate the bundle's "
                                  "metadata.json against it offline (default: $KDVISION_MONAI_SCHEMA, else skipped)")
     parser.set_defaults(handler=handler)
+
+
+def add_predict_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of ``predict``: where the exported model runs (one definition for both verticals)."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when ONNX Runtime's CUDA provider, or PyTorch's CUDA for the other "
+                             "backends, is there), cpu, cuda or cuda:N; asking for CUDA without it is an error")
 
 
 def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None) -> int:

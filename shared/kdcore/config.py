@@ -105,6 +105,8 @@ class RuntimeConfig(Section):
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     channels_last: bool = False
     compile: bool = False
+    sync_batchnorm: bool = Field(False, description="under DDP on GPUs, BatchNorm over the global batch "
+                                                    "(SyncBatchNorm) instead of each GPU's share")
     tensorboard: bool = False
     progress: bool = Field(True, description="progress bars (always off under CI or without a terminal)")
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import ConfigError
+from .logs import get_logger
 
 __all__ = ["resolve_device", "autocast_dtype", "loader_options"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; an unavailable explicit device is an error."""
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; an unavailable explicit device is an error.
+
+    Under torchrun a CUDA device is the GPU of the process's ``LOCAL_RANK`` whatever index the recipe names.
+    """
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return _per_rank(torch.device("cuda"))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -23,7 +29,19 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"runtime.device: unknown device {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"runtime.device: {name!r} requested but CUDA is not available on this machine")
-    return device
+    return _per_rank(device)
+
+
+def _per_rank(device: torch.device) -> torch.device:
+    """Under torchrun each process owns the GPU of its ``LOCAL_RANK``: ``cuda`` or ``cuda:N`` in a recipe would
+    otherwise put every rank of the node on one GPU."""
+    if device.type != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "LOCAL_RANK" not in os.environ:
+        return device
+    local = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if device.index is not None and device.index != local.index:
+        get_logger(__name__).warning("runtime.device: %s ignored under torchrun; local rank %d uses %s "
+                                     "(choose GPUs with CUDA_VISIBLE_DEVICES)", device, local.index, local)
+    return local
 
 
 def autocast_dtype(device: torch.device, enabled: bool, preferred: str = "bfloat16") -> torch.dtype | None:
@@ -37,7 +55,8 @@ def autocast_dtype(device: torch.device, enabled: bool, preferred: str = "bfloat
     if device.type == "cpu":
         return torch.bfloat16
     if device.type == "cuda":
-        if preferred == "bfloat16" and torch.cuda.is_bf16_supported():
+        # Native bf16 only (Ampere and later): on V100/T4 torch emulates it, slower than fp32; fp16 is the fallback.
+        if preferred == "bfloat16" and torch.cuda.is_bf16_supported(including_emulation=False):
             return torch.bfloat16
         return torch.float16
     if device.type == "mps":

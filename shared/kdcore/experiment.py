@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .cv import FoldManifest, load_manifest
 from .device import loader_options
-from .engine.distributed import barrier, broadcast_object, is_main_process, rank, world_size
-from .errors import ConfigError, DataError
+from .engine.distributed import (all_gather_objects, barrier, broadcast_object, is_distributed, is_main_process, rank,
+                                 world_size)
+from .errors import ConfigError, DataError, KDError
 from .logs import get_logger, set_progress, setup_logging
 from .models import count_flops, count_parameters, measure_latency
 from .rundir import RunDir
@@ -24,7 +25,8 @@ from .sampling import SeededSampler
 from .seeding import derive_seed, seed_worker
 
 __all__ = ["open_run", "undo_new_folder_on_error", "manifest_for_run", "finish_run", "train_loader", "eval_loader",
-           "profile_models", "main_process_first", "resolve_data_root"]
+           "profile_models", "main_process_first", "resolve_data_root", "check_per_rank_batch",
+           "check_shared_folder"]
 
 
 def main_process_first(make: Callable[[], None]) -> None:
@@ -77,10 +79,18 @@ def undo_new_folder_on_error(out: str | os.PathLike) -> Iterator[None]:
 def open_run(recipe, out: str | os.PathLike) -> RunDir:
     """Create or reopen the run folder; the recipe minus ``runtime`` must match a run already there."""
     comparable = {k: v for k, v in recipe.model_dump(mode="json").items() if k != "runtime"}
-    # Under DDP rank 0 owns every file of the run; the other ranks only read what it wrote.
+    # Under DDP rank 0 owns every file of the run; the other ranks only read what it wrote. Its failure is
+    # every rank's: the others would otherwise wait for it in the next collective until the timeout.
+    problem = None
     if is_main_process():
-        run = RunDir.create(out, recipe, recipe.seed, comparable=comparable)
-    barrier()
+        try:
+            run = RunDir.create(out, recipe, recipe.seed, comparable=comparable)
+        except KDError as exc:
+            problem = exc
+    problem = broadcast_object(problem)
+    if problem is not None:
+        raise problem
+    check_shared_folder(Path(out))
     if not is_main_process():
         setup_logging(level="WARNING")
         return RunDir(out)
@@ -92,6 +102,36 @@ def open_run(recipe, out: str | os.PathLike) -> RunDir:
         get_logger(__name__).info("DDP: world size %d, %s backend, rank 0 writes the run folder", world_size(),
                                   dist.get_backend())
     return run
+
+
+def check_shared_folder(path: Path) -> None:
+    """Under DDP, check that every rank sees the files rank 0 writes into ``path``.
+
+    Rank 0 writes the run (checkpoints, teachers, folds.json, done markers) and the other ranks read from it, so
+    a multi-node run needs the run folder on a filesystem all nodes share. Without one, ranks would decide from
+    different views (resume or not, fold done or not) and hang; this stops them at the start instead.
+    """
+    if not is_distributed():
+        return
+    import secrets
+    import socket
+
+    token = broadcast_object(secrets.token_hex(8) if is_main_process() else None)
+    probe = path / f".shared-folder-check-{token}"
+    if is_main_process():
+        probe.write_text(token, encoding="utf-8")
+    barrier()
+    try:
+        seen = probe.read_text(encoding="utf-8") == token
+    except OSError:
+        seen = False
+    views = all_gather_objects((rank(), socket.gethostname(), seen))
+    if is_main_process():
+        probe.unlink(missing_ok=True)
+    blind = [f"rank {r} on {host}" for r, host, ok in views if not ok]
+    if blind:
+        raise KDError(f"{path}: {', '.join(blind)} cannot see the files rank 0 writes there; DDP needs the run "
+                      "folder (--out) on a filesystem every node shares (NFS, Lustre, ...)")
 
 
 def finish_run(run: RunDir, runner: Any, tool: str, build_report: Callable[..., Any] | None, n_boot: int,
@@ -124,13 +164,32 @@ def manifest_for_run(run: RunDir, manifest: FoldManifest) -> FoldManifest:
     return manifest
 
 
-def train_loader(dataset: Dataset, batch_size: int, device: torch.device, workers: int, seed: int) -> DataLoader:
-    """Shuffled, seeded (index, seed) keys; sharded over DDP ranks, each taking its share of the batch."""
+def train_loader(dataset: Dataset, batch_size: int, device: torch.device, workers: int, seed: int,
+                 key: str = "train.batch_size") -> DataLoader:
+    """Shuffled, seeded (index, seed) keys; sharded over DDP ranks, each taking its share of the batch.
+
+    ``batch_size`` is the global batch; under DDP it must divide over the ranks into at least 2 images per GPU
+    (``key`` names the recipe key in the error).
+    """
     sampler = SeededSampler(len(dataset), seed=seed, rank=rank(), world_size=world_size())
+    check_per_rank_batch(batch_size, world_size(), key)
     per_rank = max(1, batch_size // world_size())
     # Dropping a last partial batch avoids a BatchNorm step on a single image.
     return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
                       worker_init_fn=seed_worker, **loader_options(device, workers))
+
+
+def check_per_rank_batch(batch_size: int, world: int, key: str = "train.batch_size") -> None:
+    """Refuse a global batch that DDP would silently change (not divisible) or shrink to BatchNorm over one image."""
+    if world <= 1:
+        return
+    if batch_size % world:
+        raise ConfigError(f"{key}: {batch_size} does not divide over {world} GPUs (the global batch would become "
+                          f"{batch_size // world * world}); use a multiple of {world}")
+    if batch_size // world < 2:
+        raise ConfigError(f"{key}: {batch_size} over {world} GPUs leaves {batch_size // world} image per GPU "
+                          "(BatchNorm over one image); use at least 2 per GPU, and consider "
+                          "runtime.sync_batchnorm: true")
 
 
 def eval_loader(dataset: Dataset, batch_size: int, device: torch.device, workers: int) -> DataLoader:

@@ -60,11 +60,17 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, le
 
 
 class TensorBoardLogger:
-    """Scalars to TensorBoard when enabled; enabling it without tensorboard installed is an error, not a no-op."""
+    """Scalars to TensorBoard when enabled; enabling it without tensorboard installed is an error, not a no-op.
+
+    Under DDP only rank 0 writes: every rank writing event files into the shared run folder would show each
+    curve once per GPU.
+    """
 
     def __init__(self, log_dir: str | os.PathLike | None):
+        from .engine.distributed import is_main_process
+
         self._writer = None
-        if log_dir is None:
+        if log_dir is None or not is_main_process():
             return
         try:
             from torch.utils.tensorboard import SummaryWriter

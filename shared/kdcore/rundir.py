@@ -31,7 +31,8 @@ from .errors import ConfigError, KDError
 __all__ = ["RunDir", "environment_info", "default_run_dir"]
 
 TRACKED_PACKAGES = ("kdvision", "torch", "torchvision", "timm", "monai", "albumentations", "numpy", "scikit-learn",
-                    "scipy", "opencv-python-headless", "onnx", "onnxruntime", "pydantic", "safetensors")
+                    "scipy", "opencv-python-headless", "onnx", "onnxruntime",
+                    "onnxruntime-gpu", "pydantic", "safetensors")
 METRIC_COLUMNS = ("time", "model", "fold", "epoch", "split", "name", "value")
 
 

@@ -27,7 +27,18 @@ def derive_seed(*parts: object) -> int:
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch (CPU and CUDA); optionally ask torch for deterministic kernels."""
+    """Seed python, numpy and torch (CPU and CUDA) and choose between reproducible and fast GPU kernels.
+
+    ``deterministic=True``: deterministic cuDNN algorithms, no cuDNN autotuning, cuBLAS with a fixed workspace
+    (``CUBLAS_WORKSPACE_CONFIG``, read when cuBLAS starts, so call this before any CUDA work), and torch's
+    deterministic implementations wherever one exists. Ops without one (on CUDA e.g. the backward of
+    ``AdaptiveAvgPool2d``, in every timm classifier, and of ``nll_loss`` with class weights) only warn: a CUDA run
+    repeats its data order, augmentation and initialisation exactly, but not its float rounding, so two runs agree
+    closely, not bit for bit. CPU runs are bit-identical.
+
+    ``deterministic=False``: cuDNN autotuning (``cudnn.benchmark``) and TF32 matmuls and convolutions on Ampere
+    and later GPUs: faster, same seeds and data order, more run-to-run rounding noise.
+    """
     import torch
 
     random.seed(seed)
@@ -37,6 +48,14 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.set_float32_matmul_precision("highest")
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.deterministic = False
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def seed_worker(worker_id: int) -> None:
@@ -81,4 +100,15 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU visible when saved. Restore those that still exist: with the same device count the
+        # run continues exactly; on fewer GPUs (a checkpoint moved to a smaller machine) the remaining devices
+        # keep their streams, where set_rng_state_all would index past the last device and fail.
+        saved, visible = state["cuda"], torch.cuda.device_count()
+        if len(saved) != visible:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "checkpoint holds CUDA RNG states of %d GPU(s), %d visible now: restored %d; the resumed run is "
+                "not bit-identical to an uninterrupted one", len(saved), visible, min(len(saved), visible))
+        for index, device_state in enumerate(saved[:visible]):
+            torch.cuda.set_rng_state(device_state, index)

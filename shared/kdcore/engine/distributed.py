@@ -9,7 +9,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["is_distributed", "is_main_process", "rank", "world_size", "wrap_ddp", "init_from_env",
-           "all_gather_objects", "broadcast_object", "barrier"]
+           "all_gather_objects", "broadcast_object", "barrier", "gather_batch"]
 
 
 def is_distributed() -> bool:
@@ -69,3 +69,16 @@ def barrier() -> None:
     """Wait for every rank (e.g. until rank 0 has written a teacher that the students will read)."""
     if is_distributed():
         dist.barrier()
+
+
+
+def gather_batch(batch: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``batch`` concatenated in rank order: the global batch (itself when not distributed).
+
+    Ranks must call it together with tensors of one shape (equal shards and batch sizes give that).
+    """
+    if not is_distributed():
+        return batch
+    parts = [torch.empty_like(batch) for _ in range(world_size())]
+    dist.all_gather(parts, batch.contiguous())
+    return torch.cat(parts)

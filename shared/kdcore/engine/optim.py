@@ -33,7 +33,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     if config.optimizer == "adam":
         # Adam's weight decay is L2 in the gradient; kept for papers that used it (e.g. Fard & Mahoor).
         return torch.optim.Adam(groups)
-    return torch.optim.SGD(groups, momentum=config.momentum, nesterov=True)
+    # torch refuses Nesterov without momentum (momentum: 0 is a valid recipe value)
+    return torch.optim.SGD(groups, momentum=config.momentum, nesterov=config.momentum > 0)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 
@@ -23,18 +24,26 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, TrainingError
 from ..logs import TensorBoardLogger, get_logger, progress
 from ..seeding import derive_seed, rng_state, set_rng_state
-from .distributed import broadcast_object, is_main_process, wrap_ddp
+from .distributed import broadcast_object, gather_batch, is_distributed, is_main_process, wrap_ddp
 from .optim import build_optimizer, build_scheduler, set_backbone_trainable
 
 __all__ = ["Trainer", "TrainTask", "FitResult", "move_to_device"]
 log = get_logger(__name__)
 
+# An fp16 step with a non-finite loss is skipped (the loss scale cannot fix it, unlike an overflowing gradient);
+# this many in a row means the run itself has diverged.
+MAX_NON_FINITE_STEPS_IN_A_ROW = 5
+
 
 class TrainTask(Protocol):
     """What a vertical supplies for one model: the loss of a batch and the validation score."""
 
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss of ``batch`` (already on the device) and extra numbers to log."""
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """Scalar loss of ``batch`` (already on the device) and extra numbers to log.
+
+        Return the extras as detached tensors: the engine sums them on the device and reads them once per
+        epoch; ``float(tensor)`` here would wait for the GPU at every micro-batch.
+        """
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         """Inner-validation metrics of ``model`` (called in eval mode, without gradients)."""
@@ -85,19 +94,24 @@ class Trainer:
         run: the RunDir whose log streams receive per-epoch records.
         channels_last: NHWC memory format (faster convolutions on recent GPUs and CPUs).
         compile_model: wrap the training forward in ``torch.compile``.
+        sync_batchnorm: under DDP, BatchNorm layers normalise over the global batch (``SyncBatchNorm``, GPUs only)
+            instead of each rank's share of it.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, task: TrainTask, *, monitor: str,
                  mode: Literal["min", "max"], device: torch.device, amp_dtype: torch.dtype | None = None,
                  seed: int = 0, name: str = "model", fold: int | None = None, output_dir: str | os.PathLike | None = None,
                  meta: dict[str, Any] | None = None, run: Any = None, tensorboard: TensorBoardLogger | None = None,
-                 channels_last: bool = False, compile_model: bool = False):
+                 channels_last: bool = False, compile_model: bool = False, sync_batchnorm: bool = False):
         self.config, self.task, self.monitor, self.mode = config, task, monitor, mode
         self.device, self.amp_dtype, self.seed, self.name, self.fold = device, amp_dtype, seed, name, fold
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.meta = dict(meta or {})
         self.run, self.tensorboard, self.channels_last = run, tensorboard, channels_last
         self.compile_model = compile_model
+        if sync_batchnorm and is_distributed():
+            # Same parameter objects, so the state dict keeps its keys; convert before the optimizer sees them.
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -106,6 +120,10 @@ class Trainer:
         self.swa_model: AveragedModel | None = None
         self.swa_scheduler: SWALR | None = None
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.train_model: nn.Module | None = None  # the (DDP-wrapped, compiled) module of the current epoch
+        self._wrapped_trainable: bool | None = None
+        self._last_scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        self._non_finite_in_a_row = 0
 
     # ------------------------------------------------------------------ public
 
@@ -126,14 +144,13 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, steps_per_epoch, swa_start or cfg.epochs)
         if cfg.swa.enabled:
             self.swa_model = AveragedModel(self.model)
-        train_model = wrap_ddp(self.model, self.device, find_unused=cfg.freeze_backbone_epochs > 0)
-        if self.compile_model:
-            # Only the training forward is compiled; evaluation and SWA use the plain module (same weights).
-            train_model = torch.compile(train_model)
 
         state = {"epoch": -1, "best_score": None, "best_epoch": None, "best_state": None, "bad_epochs": 0,
                  "history": [], "swa_start": swa_start, "planned_epochs": planned_epochs, "stopped_early": False}
-        if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
+        # Rank 0's view decides: ranks that each looked at the folder could disagree (one resumes, one starts
+        # over) and hang in the first collective. Every rank then reads the file (a shared run folder is checked
+        # when the run opens).
+        if resume and self.checkpoint_path is not None and broadcast_object(self.checkpoint_path.exists()):
             state = self._restore(state)
             log.info("%s fold %s: resumed after epoch %d", self.name, self.fold, state["epoch"])
 
@@ -142,6 +159,7 @@ class Trainer:
             in_swa = state["swa_start"] is not None and epoch >= state["swa_start"]
             if in_swa and self.swa_scheduler is None:
                 self.swa_scheduler = self._make_swalr()
+            train_model = self._training_module(epoch >= cfg.freeze_backbone_epochs)
             record = self._train_epoch(train_model, train_loader, epoch, in_swa)
             if in_swa:
                 self.swa_model.update_parameters(self.model)
@@ -160,15 +178,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop parts
 
+    def _training_module(self, backbone_trainable: bool) -> nn.Module:
+        """The module the epoch trains: DDP-wrapped (and compiled) for the current trainable parameters.
+
+        DDP registers the parameters that require gradients when it is built, so the wrapper is rebuilt when the
+        frozen-backbone epochs end: frozen epochs then need no ``find_unused_parameters`` (nor its extra pass
+        over the graph each step), and it is not left on for the rest of training.
+        """
+        set_backbone_trainable(self.optimizer, backbone_trainable)
+        if self.train_model is None or self._wrapped_trainable != backbone_trainable:
+            self.train_model = None  # drop the old wrapper (and its autograd hooks) before building the new one
+            train_model = wrap_ddp(self.model, self.device)
+            if self.compile_model:
+                # Only the training forward is compiled; evaluation and SWA use the plain module (same weights).
+                train_model = torch.compile(train_model)
+            self.train_model, self._wrapped_trainable = train_model, backbone_trainable
+        return self.train_model
+
     def _train_epoch(self, train_model: nn.Module, loader, epoch: int, in_swa: bool) -> dict[str, Any]:
         cfg = self.config
         torch.manual_seed(derive_seed(self.seed, self.name, self.fold, "epoch", epoch))
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        set_backbone_trainable(self.optimizer, epoch >= cfg.freeze_backbone_epochs)
         train_model.train()
         started = time.perf_counter()
-        total_loss, batches, extras = 0.0, 0, {}
+        # Running sums stay on the device and are read once, at the end of the epoch: a float() per micro-batch
+        # would make the host wait for the GPU at every step.
+        loss_sum = torch.zeros((), device=self.device)
+        finite_batches = torch.zeros((), device=self.device)
+        extras: dict[str, Any] = {}
+        group_finite: torch.Tensor | None = None
+        skipped = 0
         n_batches = len(loader)
         self.optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(progress(loader, desc=f"{self.name} f{self.fold} e{epoch}", total=n_batches)):
@@ -176,25 +216,61 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
                 loss, logs = self.task.loss(train_model, batch)
-            if not torch.isfinite(loss.detach()).all():
-                raise TrainingError(f"{self.name} fold {self.fold}: non-finite loss ({loss.item()}) at epoch {epoch}, "
-                                    f"step {step}; lower the learning rate or check the inputs of this batch")
-            self.scaler.scale(loss / cfg.accumulate).backward()
-            if (step + 1) % cfg.accumulate == 0 or step + 1 == n_batches:
-                self._optimizer_step()
-                if not in_swa:
-                    self.scheduler.step()
-            total_loss += float(loss.detach())
-            batches += 1
-            for key, value in logs.items():
-                extras[key] = extras.get(key, 0.0) + float(value)
+            value = loss.detach().float()
+            finite = torch.isfinite(value)
+            group_finite = finite if group_finite is None else group_finite & finite
+            group_start = step - step % cfg.accumulate
+            # The last group of an epoch may hold fewer micro-batches: it averages over those it has.
+            group_size = min(cfg.accumulate, n_batches - group_start)
+            self.scaler.scale(loss / group_size).backward()
+            loss_sum = loss_sum + torch.where(finite, value, torch.zeros_like(value))
+            finite_batches = finite_batches + finite
+            for key, extra in logs.items():
+                extras[key] = extras.get(key, 0.0) + (extra.detach().float() if torch.is_tensor(extra) else extra)
+            if step + 1 == group_start + group_size:
+                if self._optimizer_step(group_finite, epoch, group_start, step):
+                    if not in_swa:
+                        # Only a step the optimizer took advances the schedule: skipped fp16 steps must not
+                        # shorten the warm-up.
+                        self.scheduler.step()
+                else:
+                    skipped += 1
+                group_finite = None
+        keys = list(extras)
+        device_values = [loss_sum, finite_batches] + [extras[k] for k in keys if torch.is_tensor(extras[k])]
+        read = iter(torch.stack([v.to(self.device).float() for v in device_values]).tolist())  # the one read
+        total_loss, batches = next(read), next(read)
+        means = {k: (next(read) if torch.is_tensor(extras[k]) else extras[k]) / max(1, n_batches) for k in keys}
         record = {"model": self.name, "fold": self.fold, "epoch": epoch, "split": "train",
-                  "loss": total_loss / max(1, batches), "lr": self.optimizer.param_groups[0]["lr"],
+                  "loss": total_loss / max(1.0, batches), "lr": self.optimizer.param_groups[0]["lr"],
                   "seconds": round(time.perf_counter() - started, 3), "swa": in_swa}
-        record.update({k: v / max(1, batches) for k, v in extras.items()})
+        if self.scaler.is_enabled():
+            record["skipped_steps"] = skipped
+        record.update(means)
         return record
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, group_finite: torch.Tensor, epoch: int, first: int, last: int) -> bool:
+        """Clip, step and zero the gradients; False when the step was skipped (fp16 overflow or non-finite loss)."""
+        where = f"epoch {epoch}, step {first}" if first == last else f"epoch {epoch}, steps {first}-{last}"
+        if is_distributed():
+            # One rank's non-finite loss is every rank's (its gradients were averaged into theirs): all skip or
+            # stop together, instead of one stopping while the others wait for it.
+            group_finite = group_finite.to(torch.int32)
+            dist.all_reduce(group_finite, op=dist.ReduceOp.MIN)
+        if not bool(group_finite):  # the one host read per optimizer step
+            self.optimizer.zero_grad(set_to_none=True)
+            if not self.scaler.is_enabled():
+                raise TrainingError(f"{self.name} fold {self.fold}: non-finite loss at {where}; lower the learning "
+                                    "rate or check the inputs of this batch")
+            self._non_finite_in_a_row += 1
+            log.warning("%s fold %s: non-finite fp16 loss at %s, step skipped (%d in a row)", self.name, self.fold,
+                        where, self._non_finite_in_a_row)
+            if self._non_finite_in_a_row >= MAX_NON_FINITE_STEPS_IN_A_ROW:
+                raise TrainingError(f"{self.name} fold {self.fold}: non-finite fp16 loss in "
+                                    f"{self._non_finite_in_a_row} optimizer steps in a row (last at {where}); "
+                                    "lower the learning rate, train in bfloat16 or float32, or check the inputs")
+            return False
+        self._non_finite_in_a_row = 0
         if self.config.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
@@ -202,6 +278,13 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if not self.scaler.is_enabled():
+            return True
+        # GradScaler lowers the scale exactly when it found inf/NaN gradients and skipped optimizer.step().
+        scale = self.scaler.get_scale()
+        stepped = scale >= self._last_scale
+        self._last_scale = scale
+        return stepped
 
     def _validate(self, model: nn.Module) -> dict[str, float]:
         # Under DDP rank 0 validates and every rank takes its numbers: best-epoch and early-stopping decisions
@@ -266,7 +349,11 @@ class Trainer:
         if self.swa_model is not None and state["swa_start"] is not None and self.swa_model.n_averaged.item() > 0:
             loader_seed = derive_seed(self.seed, self.name, self.fold, "update_bn")
             torch.manual_seed(loader_seed)
-            inputs = (move_to_device(self.task.inputs(b), self.device, self.channels_last) for b in train_loader)
+            # Under DDP every rank forwards the global batch (its shard's batch gathered from all ranks): the
+            # BatchNorm statistics are then those one process computes from the whole training set, not rank 0's
+            # 1/N of it, and identical on every rank.
+            inputs = (gather_batch(move_to_device(self.task.inputs(b), self.device, self.channels_last))
+                      for b in train_loader)
             update_bn(inputs, self.swa_model)
             final, kept = self.swa_model.module, "swa"
         elif state["best_state"] is not None:
@@ -291,7 +378,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if self.run is not None and is_main_process():
             self.run.log_event(record)
-        if self.tensorboard is not None:
+        if self.tensorboard is not None and is_main_process():
             values = {k: v for k, v in record.items() if k not in ("model", "fold", "epoch", "split")}
             self.tensorboard.scalars(f"{self.name}/fold{self.fold}", values, record["epoch"])
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()
@@ -310,7 +397,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.scaler.state_dict(),  # empty when the scaler is disabled (no fp16)
+            "amp_dtype": str(self.amp_dtype),
             "swa_model": self.swa_model.state_dict() if self.swa_model is not None else None,
             "swa_scheduler": self.swa_scheduler.state_dict() if self.swa_scheduler is not None else None,
             "rng": rng_state(),
@@ -327,7 +415,7 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
+        self._restore_scaler(payload)
         if payload["swa_model"] is not None and self.swa_model is not None:
             self.swa_model.load_state_dict(payload["swa_model"])
         if payload["swa_scheduler"] is not None:
@@ -335,3 +423,15 @@ class Trainer:
             self.swa_scheduler.load_state_dict(payload["swa_scheduler"])
         set_rng_state(payload["rng"])
         return payload["state"]
+
+    def _restore_scaler(self, payload: dict) -> None:
+        """Load the fp16 loss scale only where there is one to load, and say what a change of precision means."""
+        saved_dtype, current = payload.get("amp_dtype", "unknown"), str(self.amp_dtype)
+        if saved_dtype != current:
+            log.warning("%s fold %s: checkpoint was trained with autocast %s, resuming with %s: training continues "
+                        "from the saved weights and optimizer, but the rest of the run is not the one an "
+                        "uninterrupted %s run would give%s", self.name, self.fold, saved_dtype, current, saved_dtype,
+                        "; the fp16 loss scale starts afresh" if self.scaler.is_enabled() else "")
+        if self.scaler.is_enabled() and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+            self._last_scale = self.scaler.get_scale()

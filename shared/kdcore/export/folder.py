@@ -47,6 +47,7 @@ def export_model(model: Any, inputs: np.ndarray, out_dir: str | os.PathLike, con
     unknown = formats - {"onnx", "torchscript"}
     if unknown:
         raise KDError(f"unknown export format(s) {sorted(unknown)} (known: onnx, torchscript)")
+    model = model_on_cpu(model)
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     example = torch.from_numpy(inputs[:2] if len(inputs) >= 2 else np.concatenate([inputs, inputs]))
     contract = dict(contract)
@@ -78,6 +79,22 @@ def export_model(model: Any, inputs: np.ndarray, out_dir: str | os.PathLike, con
     files.append(SIDECAR)
     return {"files": files, **summary, "parity": [c.to_dict() for c in checks], "latency": latency,
             "contract": contract}
+
+
+def model_on_cpu(model: Any) -> Any:
+    """``model`` itself when it is on the CPU, else a CPU copy (the caller's model stays on its GPU).
+
+    Exports are traced with CPU inputs, checked against ONNX Runtime's CPU provider and timed on the CPU.
+    """
+    import copy
+
+    import torch
+
+    devices = {t.device.type for t in (*model.parameters(), *model.buffers())}
+    if devices <= {"cpu"}:
+        return model
+    copied = copy.deepcopy(model)
+    return copied.to(torch.device("cpu"))
 
 
 def measure_export_latency(model: Any, out_dir: str | os.PathLike, one: np.ndarray,

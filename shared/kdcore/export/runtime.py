@@ -27,9 +27,9 @@ from ..errors import KDError
 from .sidecar import SIDECAR, read_sidecar
 
 __all__ = ["Runner", "onnx_runner", "torchscript_runner", "torch_runner", "resolve_export", "load_runner",
-           "measure_latency_ms", "machine_info", "package_versions", "EXPORT_PACKAGES"]
+           "measure_latency_ms", "machine_info", "package_versions", "EXPORT_PACKAGES", "parse_device"]
 
-EXPORT_PACKAGES = ("kdvision", "torch", "timm", "onnx", "onnxruntime", "onnxscript", "numpy",
+EXPORT_PACKAGES = ("kdvision", "torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy",
                    "opencv-python-headless", "monai", "safetensors")
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -45,8 +45,31 @@ def package_versions(names: Iterable[str] = EXPORT_PACKAGES) -> dict[str, str | 
     return versions
 
 
-def onnx_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
-    """``f(batch) -> outputs`` on ONNX Runtime's CPU provider (float32 numpy in and out)."""
+def parse_device(device: str) -> tuple[str, int]:
+    """``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> ``(kind, index)``; anything else names ``--device``."""
+    kind, _, index = str(device).partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
+        raise KDError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    return kind, int(index or 0)
+
+
+def _onnx_providers(device: str, available: list[str]) -> list:
+    kind, index = parse_device(device)
+    has_cuda = "CUDAExecutionProvider" in available
+    if kind == "cuda" and not has_cuda:
+        raise KDError(f"--device {device}: this ONNX Runtime has no CUDAExecutionProvider (providers: "
+                      f"{', '.join(available)}); install onnxruntime-gpu instead of onnxruntime, or use --device cpu")
+    if kind == "cuda" or (kind == "auto" and has_cuda):
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def onnx_runner(path: str | os.PathLike, threads: int | None = None, device: str = "cpu") -> Runner:
+    """``f(batch) -> outputs`` on ONNX Runtime (float32 numpy in and out).
+
+    ``device``: ``cpu``; ``cuda``/``cuda:N`` (onnxruntime-gpu's CUDA provider, an error without it); ``auto``
+    (CUDA when the provider is there, else CPU).
+    """
     import onnxruntime as ort
 
     path = Path(path)
@@ -56,10 +79,15 @@ def onnx_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    providers = _onnx_providers(device, ort.get_available_providers())
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise KDError(f"{path}: ONNX Runtime cannot load the model: {exc}") from None
+    if providers[0] != "CPUExecutionProvider" and session.get_providers()[0] != "CUDAExecutionProvider":
+        # ONNX Runtime falls back to the CPU when the CUDA libraries fail to load; a GPU was asked for.
+        raise KDError(f"{path}: ONNX Runtime could not start its CUDA provider (CUDA/cuDNN libraries missing or "
+                      f"mismatched); providers in use: {', '.join(session.get_providers())}")
     name = session.get_inputs()[0].name
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -68,7 +96,18 @@ def onnx_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
     return run
 
 
-def torchscript_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
+def _torch_device(device: str):
+    import torch
+
+    kind, index = parse_device(device)
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise KDError(f"--device {device}: CUDA is not available to PyTorch on this machine")
+    if kind == "cuda" or (kind == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def torchscript_runner(path: str | os.PathLike, threads: int | None = None, device: str = "cpu") -> Runner:
     import torch
 
     path = Path(path)
@@ -79,20 +118,25 @@ def torchscript_runner(path: str | os.PathLike, threads: int | None = None) -> R
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+            module = torch.jit.load(str(path), map_location=_torch_device(device)).eval()
         except RuntimeError as exc:
             raise KDError(f"{path}: not a loadable TorchScript file: {str(exc).splitlines()[0]}") from None
-    return torch_runner(module)
+    return torch_runner(module, device)
 
 
-def torch_runner(model: Any) -> Runner:
+def torch_runner(model: Any, device: str | None = None) -> Runner:
+    """``f(batch) -> outputs`` of a PyTorch module; ``device`` moves it there (None: where it is)."""
     import torch
 
     model = model.eval()
+    if device is not None:
+        model = model.to(_torch_device(device))
+    target = next((p.device for p in model.parameters()), torch.device("cpu"))
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).float().numpy()
+            inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(target)
+            return model(inputs).float().cpu().numpy()
 
     return run
 
@@ -157,7 +201,7 @@ def resolve_export(path: str | os.PathLike, backend: str | None) -> tuple[Path, 
     return model_file, sidecar, backend
 
 
-def _eager_runner(weights: Path, contract: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+def _eager_runner(weights: Path, contract: Mapping[str, Any], device: str = "cpu") -> Runner:
     """Eager PyTorch: the timm architecture named in the sidecar with the exported weights."""
     from ..checkpoint import load_weights
     from ..models import create_model
@@ -165,18 +209,19 @@ def _eager_runner(weights: Path, contract: Mapping[str, Any]) -> Callable[[np.nd
     model = create_model(contract["arch"], int(contract["num_outputs"]), pretrained=False,
                          in_chans=int(contract.get("in_chans", 3)))
     model.load_state_dict(load_weights(weights))
-    return torch_runner(model)
+    return torch_runner(model, device)
 
 
-def load_runner(path: str | os.PathLike, backend: str | None = None,
-                threads: int | None = None) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any], str, Path]:
-    """The model function, its contract, the backend and the model file of an export."""
+def load_runner(path: str | os.PathLike, backend: str | None = None, threads: int | None = None,
+                device: str = "cpu") -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any], str, Path]:
+    """The model function, its contract, the backend and the model file of an export, running on ``device``."""
+    parse_device(device)
     model_file, sidecar, backend = resolve_export(path, backend)
     contract = read_sidecar(sidecar)
     if backend == "onnx":
-        run = onnx_runner(model_file, threads)
+        run = onnx_runner(model_file, threads, device)
     elif backend == "torchscript":
-        run = torchscript_runner(model_file, threads)
+        run = torchscript_runner(model_file, threads, device)
     else:
-        run = _eager_runner(model_file, contract)
+        run = _eager_runner(model_file, contract, device)
     return run, contract, backend, model_file

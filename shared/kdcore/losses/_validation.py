@@ -42,10 +42,15 @@ def check_target(target: torch.Tensor, logits: torch.Tensor, name: str = "logits
                          f"got {tuple(target.shape)}")
     if target.dtype != torch.long:
         raise ValueError(f"target must hold class indices of dtype torch.long, got {target.dtype}")
-    low, high = int(target.min()), int(target.max())
-    if low < 0 or high >= n_classes:
-        raise ValueError(f"target values must be in [0, {n_classes}) for {name} {tuple(logits.shape)}, "
-                         f"got values in [{low}, {high}]")
+    # No host read of the values on the hot path: a device-side assert (synchronous on the CPU, where it raises
+    # at once; asynchronous on GPUs, where reading min/max would stall every step). Datasets map class names to
+    # indices once when they are built, so a bad value here is a programming error, not a data error.
+    message = f"target values must be in [0, {n_classes}) for {name} {tuple(logits.shape)}"
+    try:
+        torch._assert_async(((target >= 0) & (target < n_classes)).all(), message)
+    except RuntimeError:
+        low, high = int(target.min()), int(target.max())
+        raise ValueError(f"{message}, got values in [{low}, {high}]") from None
 
 
 def check_distill_inputs(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None,
@@ -69,8 +74,11 @@ def non_target_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     Selecting the columns avoids both ``log(0)`` and the large-negative sentinel of the official DKD code.
     """
     batch, n_classes = logits.shape
-    keep = torch.ones_like(logits, dtype=torch.bool).scatter_(1, target.unsqueeze(1), False)
-    return logits[keep].reshape(batch, n_classes - 1)
+    # gather with computed column indices, not a boolean mask: a mask's output size is data-dependent, so
+    # indexing with it waits for the device (a host sync per call).
+    columns = torch.arange(n_classes - 1, device=logits.device).expand(batch, n_classes - 1)
+    columns = columns + (columns >= target.unsqueeze(1)).long()
+    return logits.gather(1, columns)
 
 
 def check_positive(value: float, name: str) -> float:
