@@ -18,9 +18,13 @@ def _split(recipe):
     from .data_prep import resolve_data
     from .pipeline import build_manifest
 
+    from .privacy import hash_ids_enabled, patient_hasher, privacy_key, pseudonymise
+
     root, fmt = resolve_data(recipe, None)
     dataset = load_oct_dataset(root, fmt, subset=recipe.data.subset if fmt == "neh" else None,
                                classes=recipe.data.classes)
+    if hash_ids_enabled(recipe, fmt):  # the same pseudonymous ids, and so the same folds.json, as a run's
+        dataset = pseudonymise(dataset, patient_hasher(privacy_key(recipe.privacy.salt, root)))
     return build_manifest(recipe, dataset)
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from kdcore.engine import is_main_process
 from kdcore.experiment import resolve_data_root
-from kdcore.logs import get_logger
+from kdcore.logs import add_log_redaction, get_logger
 from kdcore.rundir import RunDir
 
 from .config import OCTRecipe
 from .data import OCTDataset, load_oct_dataset
-from .privacy import patient_hasher, pseudonymise
+from .privacy import Redactor, hash_ids_enabled, patient_hasher, privacy_key, pseudonymise
 
 __all__ = ["resolve_data", "prepare_dataset", "write_dataset_index"]
 log = get_logger(__name__)
@@ -44,24 +44,21 @@ def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:
     report = audit_oct(root, fmt, subset=subset or "all", near_duplicates=recipe.data.near_duplicates, mode=mode,
                        n_folds=recipe.cv.folds if mode == "cv" else None)
     excluded = integrity_gate(report, exclude=recipe.data.on_bad_image == "exclude")
-    hash_ids = recipe.privacy.hash_patient_ids
-    if hash_ids is None:
-        hash_ids = fmt == "neh" and recipe.data.format != "synthetic"
-    hashed = patient_hasher(run.path, recipe.privacy.salt) if hash_ids else None
-    if is_main_process():
-        summary = report.to_dict()
-        if hashed is not None:
-            summary["patients"] = [{**p, "patient": hashed(p["patient"])} for p in summary.get("patients", [])]
-        run.write_json("audit.json", {**summary, "excluded": sorted(excluded),
-                                      "on_bad_image": recipe.data.on_bad_image})
     dataset = load_oct_dataset(root, fmt, subset=subset, classes=recipe.data.classes)
+    if hash_ids_enabled(recipe, fmt):
+        # The whole loaded dataset is hashed before exclusion, so excluded images get pseudonymous ids too.
+        dataset = pseudonymise(dataset, patient_hasher(privacy_key(recipe.privacy.salt, root, run.path)))
+    redact = Redactor.for_dataset(dataset, root)
+    add_log_redaction(redact)
+    excluded = sorted(redact(image_id) for image_id in excluded)
+    if is_main_process():
+        run.write_json("audit.json", redact.json({**report.to_dict(), "excluded": excluded,
+                                                 "on_bad_image": recipe.data.on_bad_image}))
     if excluded:
         log.warning("leaving out %d unreadable image(s) as the recipe allows (listed in audit.json)", len(excluded))
         dataset = dataset.without(excluded, reason="excluded by the integrity gate")
     for note in dataset.notes:
         log.info("data: %s", note)
-    if hashed is not None:
-        dataset = pseudonymise(dataset, hashed)
     log.info("data: %d images, %d patients, classes %s", len(dataset), len(set(dataset.patients)),
              dataset.class_counts())
     return dataset
@@ -69,8 +66,14 @@ def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:
 
 def write_dataset_index(run: RunDir, dataset: OCTDataset) -> None:
     """``dataset.json``: every item of the run with its path relative to the data root (the run folder's own
-    record, for export parity checks; reports and predictions use the ids only)."""
+    record, for export parity checks; reports and predictions use the ids only). Pseudonymised items have no
+    path: :func:`item_paths` finds their files again from the data and the key."""
     root = Path(dataset.root).resolve()
-    items = [{"id": r.image_id, "path": Path(r.path).resolve().relative_to(root).as_posix(), "label": r.label,
-              "patient": r.patient, "eye": r.eye, "official_split": r.official_split} for r in dataset.records]
+    items = []
+    for r in dataset.records:
+        item = {"id": r.image_id, "label": r.label, "patient": r.patient, "eye": r.eye,
+                "official_split": r.official_split}
+        if r.raw_id is None:  # a pseudonymised item's path would name the patient again
+            item["path"] = Path(r.path).resolve().relative_to(root).as_posix()
+        items.append(item)
     run.write_json("dataset.json", {"format": dataset.format, "classes": dataset.classes, "items": items})

@@ -36,6 +36,9 @@ class OCTRecord:
     eye: str | None = None
     visit: str | None = None
     official_split: str | None = None
+    # Set by medkd.privacy.pseudonymise: the raw keys, kept in memory only (the split is made on them).
+    raw_patient: str | None = field(default=None, repr=False, compare=False)
+    raw_id: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from .cv import FoldManifest, load_manifest
 from .device import loader_options
 from .engine.distributed import barrier, broadcast_object, is_main_process, rank, world_size
 from .errors import ConfigError, DataError
-from .logs import get_logger, set_progress, setup_logging
+from .logs import add_log_redaction, get_logger, redact_paths, set_progress, setup_logging
 from .models import count_flops, count_parameters, measure_latency
 from .rundir import RunDir
 from .sampling import SeededSampler
@@ -85,6 +85,8 @@ def open_run(recipe, out: str | os.PathLike) -> RunDir:
         setup_logging(level="WARNING")
         return RunDir(out)
     setup_logging(logfile=run.path / "run.log")
+    # run.log may be shared with a report: it names the run folder and the data root, never where they are.
+    add_log_redaction(redact_paths({str(run.path): "<run>", str(getattr(recipe.data, "root", None) or ""): "<data root>"}))
     set_progress(recipe.runtime.progress)
     if world_size() > 1:
         import torch.distributed as dist
