@@ -34,7 +34,25 @@ def cmd_audit(args: argparse.Namespace) -> int:
     report = audit_oct(args.data_root, args.format, subset=args.subset, near_duplicates=not args.no_near_duplicates,
                        mode=args.mode, n_folds=args.folds)
     counts = report.to_dict().get("counts")
-    return print_audit(report, json.dumps(counts, indent=1) if counts else None, args.out)
+    return print_audit(report, json.dumps(counts, indent=1) if counts else None, args.out,
+                       redact=_audit_redactor(args) if args.out else None)
+
+
+def _audit_redactor(args: argparse.Namespace):
+    """The terminal shows the user's own paths; the JSON file, meant to be shared, is pseudonymised as a run's
+    audit.json is (NEH: hashed patients and ids, unless --raw-ids) and names no folder of this machine."""
+    from kdcore.errors import KDError
+
+    from .data import load_oct_dataset
+    from .privacy import Redactor, patient_hasher, privacy_key, pseudonymise
+
+    try:
+        dataset = load_oct_dataset(args.data_root, args.format, subset=args.subset, classes=None)
+    except KDError:  # the audit lists why; only the root can be hidden then
+        return Redactor({}, roots=[str(args.data_root), str(Path(args.data_root).absolute())])
+    if args.format == "neh" and not args.raw_ids:
+        dataset = pseudonymise(dataset, patient_hasher(privacy_key(None, args.data_root)))
+    return Redactor.for_dataset(dataset, args.data_root)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -73,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="official: train/test patient overlap is blocking")
     p.add_argument("--folds", type=int, default=None, help="flag classes with fewer patients than this")
     p.add_argument("--no-near-duplicates", action="store_true", help="skip perceptual hashing")
-    p.add_argument("--out", type=Path, help="write the findings as JSON")
+    p.add_argument("--out", type=Path, help="write the findings as JSON (NEH: pseudonymous ids, as in a run)")
+    p.add_argument("--raw-ids", action="store_true", help="keep raw patient ids and paths in the --out JSON")
     p.set_defaults(handler=cmd_audit)
 
     p = sub.add_parser("synth", help="write a synthetic OCT dataset in the NEH layout")

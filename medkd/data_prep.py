@@ -77,3 +77,22 @@ def write_dataset_index(run: RunDir, dataset: OCTDataset) -> None:
             item["path"] = Path(r.path).resolve().relative_to(root).as_posix()
         items.append(item)
     run.write_json("dataset.json", {"format": dataset.format, "classes": dataset.classes, "items": items})
+
+
+def item_files(run_dir: Path, root: Path) -> dict[str, Path]:
+    """``id -> file`` for a run whose ``dataset.json`` has pseudonymous ids (and so no paths): the data is
+    indexed again as the run's ``config.yaml`` says and hashed with the same key. {} when that fails."""
+    from kdcore.errors import KDError
+    from kdcore.export.runs import read_run_file
+
+    config = read_run_file(run_dir, "config.yaml") or {}
+    data = config.get("data") or {}
+    salt = (config.get("privacy") or {}).get("salt")
+    fmt = "neh" if data.get("format") == "synthetic" else data.get("format")
+    try:
+        dataset = load_oct_dataset(root, fmt, subset=data.get("subset") if fmt == "neh" else None,
+                                   classes=data.get("classes"))
+        dataset = pseudonymise(dataset, patient_hasher(privacy_key(salt, root, Path(run_dir))))
+    except (KDError, OSError, TypeError, AttributeError):
+        return {}
+    return {r.image_id: Path(r.path) for r in dataset.records}

@@ -33,6 +33,7 @@ from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
                               render_model_card, source_section, write_model_card)
 from kdcore.seeding import derive_seed
+from medkd.data_prep import item_files
 from medkd.preprocess import preprocess
 
 __all__ = ["export_run", "export_fold", "oct_contract", "parity_inputs", "FORMATS"]
@@ -89,14 +90,16 @@ def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8) -> tupl
     test = next((f.get("test") for f in manifest.get("folds", []) if f.get("fold") == entry.fold), None)
     arrays, files, skipped = [], [], []
     if root is not None and items:
+        hashed = {} if all(item.get("path") for item in items) else item_files(entry.run_dir, root)
         for item in pick_items(items, 4 * n, groups=test):
             relative = item.get("path") or item.get("id")
             if not relative or len(arrays) >= n:
                 continue
+            file = hashed.get(str(item.get("id"))) or root / str(relative)
             try:
-                scan = read_image(root / str(relative), "gray")
+                scan = read_image(file, "gray")
                 arrays.append(preprocess(scan, int(spec["size"]), spec["mean"], spec["std"]))
-                files.append(root / str(relative))
+                files.append(file)
             except ImageReadError as exc:
                 skipped.append(f"{relative}: {exc.reason}")
     if arrays:

@@ -77,14 +77,14 @@ def patient_hasher(key: bytes) -> Callable[[str], str]:
     return hashed
 
 
-def _numbers(patient: str) -> set[str]:
-    return {n.lstrip("0") or "0" for n in re.findall(r"\d+", patient)}
+def _numbers(text: str) -> set[str]:
+    return set(re.findall(r"\d+", text))
 
 
 def _pseudonymous_id(image_id: str, patient: str, hashed_patient: str, eye: str | None,
                      hashed: Callable[[str], str]) -> str:
-    """``<hash>/<path below the patient folder>`` (NEH: ``<hash>/OD/001_Normal.jpg``), so two visits' ``scan1.jpg``
-    stay two ids; a remainder that still shows a number of the patient key is hashed as well."""
+    """``<hash>/<path below the patient folder>`` (NEH: ``<hash>/OD/001_Normal.jpg``; elsewhere the whole relative
+    path), so two visits' ``scan1.jpg`` stay two ids; a part that still shows the patient's number is hashed."""
     parts = image_id.split("/")
     below = None
     key_parts = patient.split("/")
@@ -92,13 +92,12 @@ def _pseudonymous_id(image_id: str, patient: str, hashed_patient: str, eye: str 
         if parts[start:start + len(key_parts)] == key_parts:
             below = parts[start + len(key_parts):]
             break
-    if below is None:
-        below = ([eye] if eye else []) + [parts[-1]]
+    if below is None:  # e.g. a manifest's own layout: keep all of it (visits may share file names)
+        below = parts
     numbers = _numbers(patient)
     safe = []
     for part in below:
-        shown = {n.lstrip("0") or "0" for n in re.findall(r"\d+", part)}
-        if shown & numbers:
+        if _numbers(part) & numbers or part == patient:
             stem, suffix = os.path.splitext(part)
             part = "f" + hashed(image_id + "\0" + part)[1:] + suffix
         safe.append(part)

@@ -53,6 +53,7 @@ class RunInputs:
     audit: dict | None = None
     profile: dict | None = None
     log: list[dict] = field(default_factory=list)
+    items: list[dict] | None = None  # dataset.json's items, when the run wrote them
 
     def model_dir(self, model: str, fold: int) -> Path:
         return self.path / "folds" / f"fold_{fold}" / model
@@ -86,7 +87,38 @@ class RunInputs:
         for line, row in enumerate(rows, start=2):
             if "fold" in row and row["fold"] != "" and str(row["fold"]) != str(fold):
                 raise DataError(f"{path}:{line}: fold column says {row['fold']!r}, folder is fold_{fold}")
+        self._check_against_manifest(path, rows, model, fold)
         return rows
+
+    def _check_against_manifest(self, path: Path, rows: list[dict[str, str]], model: str, fold: int) -> None:
+        """Every test item of the fold exactly once, and nothing else: a truncated or edited file is refused
+        instead of being scored on what is left of it."""
+        done = read_json(self.model_dir(model, fold) / "done.json", required=False) or {}
+        recorded = done.get("predictions") if isinstance(done.get("predictions"), dict) else {}
+        if recorded.get("sha256") and recorded["sha256"] != _sha256(path):
+            raise DataError(f"{path}: changed since fold {fold} of {model} finished ({len(rows)} rows now, "
+                            f"{recorded.get('rows')} when written); re-run the fold: delete its folder, then --resume")
+        seen: dict[str, int] = {}
+        for line, row in enumerate(rows, start=2):
+            key = row.get("id")
+            if key is None:
+                break
+            if key in seen:
+                raise DataError(f"{path}:{line}: image {key!r} predicted again (first at line {seen[key]})")
+            seen[key] = line
+        group = self.manifest.group_name
+        test = set(self.manifest.fold(fold).test)
+        outside = [(line, row[group]) for line, row in enumerate(rows, start=2) if row.get(group) not in (None, "")
+                   and row[group] not in test]
+        if outside:
+            raise DataError(f"{path}:{outside[0][0]}: {group} {outside[0][1]!r} is not a test {group} of fold {fold}")
+        images = done.get("images")
+        expected = images.get("test") if isinstance(images, dict) else None
+        if expected is None and self.items is not None and seen:
+            expected = sum(1 for item in self.items if str(item.get(group)) in test)
+        if expected is not None and len(rows) != expected:
+            raise DataError(f"{path}: {len(rows)} prediction rows for the {expected} test images of fold {fold} "
+                            f"(truncated or edited?); re-run the fold: delete its folder, then --resume")
 
 
 def read_json(path: str | os.PathLike, required: bool = True) -> Any:
@@ -163,7 +195,19 @@ def read_run(run_dir: str | os.PathLike, preferred_order: Sequence[str] = ()) ->
                      incomplete={n: incomplete[n] for n in names if n in incomplete},
                      audit=read_json(path / "audit.json", required=False),
                      profile=read_json(path / "model_profile.json", required=False),
-                     log=read_log_records(path / "log.jsonl"))
+                     log=read_log_records(path / "log.jsonl"), items=_items(path))
+
+
+def _items(path: Path) -> list[dict] | None:
+    data = read_json(path / "dataset.json", required=False)
+    items = data.get("items") if isinstance(data, dict) else data
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def audit_summary(audit: dict | None, max_listed: int = 200) -> dict | None:
