@@ -121,7 +121,9 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """
     try:
         with Image.open(path) as image:
-            return image.size
+            width, height = image.size
+            # read_image turns EXIF-rotated photographs upright; the size must describe the same pixels
+            return (height, width) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError) as exc:
