@@ -26,7 +26,8 @@ class DataConfig(Section):
     format: Literal["neh", "oct2017", "manifest", "synthetic"] = "synthetic"
     root: str | None = Field(None, description="data root; --data-root sets it")
     subset: Literal["worst_case", "all"] = Field("worst_case", description="NEH: image label == patient class, or all")
-    classes: list[str] | None = Field(None, description="class names in index order; default per format")
+    classes: list[str] | None = Field(None, min_length=2, description="class names in index order (at least two); "
+                                                                     "default per format")
     evaluation: Literal["cv", "official_test"] = Field(
         "cv", description="cv: patient-level CV over all images; official_test: OCT2017's test folder, "
                           "training on train-folder patients that do not appear in test")

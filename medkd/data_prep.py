@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdcore.engine import is_main_process
+from kdcore.errors import DataError
 from kdcore.experiment import resolve_data_root
 from kdcore.logs import add_log_redaction, get_logger
 from kdcore.rundir import RunDir
@@ -45,6 +46,10 @@ def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:
                        n_folds=recipe.cv.folds if mode == "cv" else None)
     excluded = integrity_gate(report, exclude=recipe.data.on_bad_image == "exclude")
     dataset = load_oct_dataset(root, fmt, subset=subset, classes=recipe.data.classes)
+    present = [c for c, n in dataset.class_counts().items() if n]
+    if len(present) < 2:
+        raise DataError(f"{root}: images of {len(present)} class(es) only ({', '.join(present) or 'none'}) with "
+                        f"data.classes {dataset.classes}; a classifier needs at least two")
     if hash_ids_enabled(recipe, fmt):
         # The whole loaded dataset is hashed before exclusion, so excluded images get pseudonymous ids too.
         dataset = pseudonymise(dataset, patient_hasher(privacy_key(recipe.privacy.salt, root, run.path)))

@@ -363,3 +363,75 @@ def test_resume_without_a_run(tmp_path, capsys):
     recipe = write_tiny_recipe(tmp_path)
     code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "nothing", "--resume"], capsys)
     assert code == 2 and "no run to continue" in out
+
+
+# ----------------------------------------------------------------- reliability issue 17
+
+
+@pytest.mark.parametrize("folds", ["1-0", ",", " "])
+def test_empty_or_reversed_fold_list_is_refused(tmp_path, capsys, folds):
+    recipe = write_tiny_recipe(tmp_path)
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run", "--folds", folds], capsys)
+    assert code == 2 and "--folds" in out and not (tmp_path / "run").exists()
+
+
+def test_one_class_manifest_is_a_blocking_finding(neh, capsys):
+    rows = [r for r in csv.reader((neh / "data_information.csv").open())]
+    manifest = neh / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        csv.writer(f).writerows([["path", "label", "patient"]] + [[r[3], "CNV", f"{r[1]}/{r[0]}"] for r in rows[1:]])
+    code, out = run_cli(medkd.cli, ["audit", neh, "--format", "manifest", "--no-near-duplicates"], capsys)
+    assert code == 1 and "too_few_classes" in out and "images of 1 class(es) only (CNV)" in out
+
+
+def test_one_class_recipe_is_refused(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path, data={"classes": ["CNV"]})
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "data.classes: list should have at least 2 items" in out
+
+
+def test_yaml_merge_key_is_standard_yaml(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    text = recipe.read_text().replace("student:\n", "student:\n  <<: {drop_path: 0.125}\n", 1)
+    recipe.write_text(text)
+    from kdcore.config import load_recipe
+    from medkd.config import OCTRecipe
+
+    assert load_recipe(OCTRecipe, recipe).student.drop_path == 0.125
+
+
+def test_yaml_complex_key_is_named(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    recipe.write_text(recipe.read_text() + "? [a, b]\n: 1\n")
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "a key must be a plain name, got a list" in out and "tiny_oct.yaml:" in out
+
+
+@pytest.mark.parametrize("content", ["key: [unclosed\n", "- just\n- a list\n"])
+def test_corrupt_recorded_config_then_resume(tmp_path, capsys, content):
+    recipe = write_tiny_recipe(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(content)
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run", "--resume"], capsys)
+    assert code == 2 and "config.yaml: the run's recorded recipe is not" in out
+
+
+def test_upper_case_pts_belongs_to_its_image(tmp_path, capsys):
+    root = face_folder(tmp_path)
+    (root / "face0.pts").rename(root / "face0.PTS")
+    code, out = audit_faces(root, capsys)
+    assert "face0" not in out.split("problem(s)")[0] or "no image beside" not in out
+    assert "has no .pts file beside it" not in out and "no image beside this .pts" not in out
+
+
+def test_latin1_file_name_in_a_log_line_is_kept(tmp_path):
+    import logging
+
+    from kdcore.logs import setup_logging
+
+    setup_logging(logfile=tmp_path / "run.log")
+    name = b"caf\xe9.jpg".decode("utf-8", "surrogateescape")  # what os.listdir gives for a Latin-1 name
+    logging.getLogger("kdcore.test").warning("cannot read %s", name)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    assert "cannot read caf\\udce9.jpg" in (tmp_path / "run.log").read_text(encoding="utf-8")

@@ -100,7 +100,14 @@ class RunDir:
         resolved = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
         stored = run.path / "config.yaml"
         if stored.exists() and comparable is not None:
-            previous = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
+            try:
+                previous = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{stored}: the run's recorded recipe is not valid YAML ({type(exc).__name__}); "
+                                  "it cannot be resumed: choose a new --out") from None
+            if not isinstance(previous, dict):
+                raise ConfigError(f"{stored}: the run's recorded recipe is not a mapping of keys (got "
+                                  f"{type(previous).__name__}); it cannot be resumed: choose a new --out")
             mismatched = sorted(k for k in comparable if previous.get(k) != comparable[k])
             if mismatched:
                 raise ConfigError(
