@@ -28,9 +28,11 @@ def resolve_data(recipe: OCTRecipe, run_path: Path | None) -> tuple[Path, str]:
         from .synth import write_synthetic_oct
 
         log.info("writing a synthetic NEH-layout dataset (%d patients) to %s", synth.patients, root)
+        # The CSV is written last: without it, the run's own data folder is what a killed run left half-written.
+        own = run_path is not None and root == run_path / "data"
         write_synthetic_oct(root, n_patients=synth.patients, seed=synth.seed, image_size=tuple(synth.image_size),
                             scans_per_eye=tuple(synth.scans_per_eye), lesion_strength=synth.lesion_strength,
-                            noise=synth.noise)
+                            noise=synth.noise, overwrite=own)
 
     return resolve_data_root(recipe.data, run_path, write_synthetic, "neh")
 

@@ -435,3 +435,50 @@ def test_latin1_file_name_in_a_log_line_is_kept(tmp_path):
     for handler in logging.getLogger().handlers:
         handler.flush()
     assert "cannot read caf\\udce9.jpg" in (tmp_path / "run.log").read_text(encoding="utf-8")
+
+
+def _hold_lock(folder: Path):
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from kdcore.rundir import lock_run_folder; lock_run_folder(sys.argv[1]); "
+            "print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_second_run_into_a_busy_folder_is_refused_and_a_dead_holder_is_not_in_the_way(tmp_path, capsys):
+    import signal
+
+    from kdcore.rundir import LOCK_NAME, lock_run_folder, release_run_folder
+
+    recipe = write_tiny_recipe(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = _hold_lock(out)
+    try:
+        code, message = run_cli(medkd.cli, ["run", recipe, "--out", out], capsys)
+        assert code == 2 and "another run is writing this folder (process" in message
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME], "the refused run wrote nothing"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / LOCK_NAME).exists()  # a killed run's stale lock file ...
+    lock_run_folder(out)  # ... does not stop the next run
+    release_run_folder(out)
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_failed_run_removes_only_what_it_made(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path, data={"format": "oct2017"})
+    mine, empty = tmp_path / "mine", tmp_path / "empty"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    empty.mkdir()
+    for out in (mine, empty):
+        code, _ = run_cli(medkd.cli, ["run", recipe, "--data-root", tmp_path / "nowhere", "--out", out], capsys)
+        assert code == 2
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert empty.is_dir() and not any(empty.iterdir())

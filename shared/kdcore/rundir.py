@@ -28,7 +28,81 @@ import yaml
 from .atomic import atomic_write_json, atomic_write_text
 from .errors import ConfigError, KDError
 
-__all__ = ["RunDir", "environment_info", "default_run_dir"]
+__all__ = ["RunDir", "environment_info", "default_run_dir", "lock_run_folder", "release_run_folder",
+           "remove_orphan_temporaries", "LOCK_NAME"]
+
+LOCK_NAME = ".run.lock"
+_held_locks: dict[str, int] = {}  # resolved run folder -> open descriptor holding its flock
+
+
+def lock_run_folder(path: str | os.PathLike) -> None:
+    """Take the exclusive lock of a run folder for this process (again: a no-op), or raise naming the holder.
+
+    ``flock`` dies with its process, so the lock of a killed run is free at once: its stale ``.run.lock``
+    file is simply taken over. Released by :func:`release_run_folder` or when the process exits.
+    """
+    import fcntl
+    import socket
+
+    folder = Path(path)
+    key = str(folder.resolve())
+    if key in _held_locks:
+        return
+    lock_path = folder / LOCK_NAME
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise KDError(f"{folder}: another run is writing this folder (process {holder}); wait for it to "
+                          "finish, or choose another --out") from None
+        try:  # the holder may have removed the file between our open and our lock: lock the current one
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode())
+    _held_locks[key] = fd
+
+
+def release_run_folder(path: str | os.PathLike) -> None:
+    """Remove the lock file and release the lock (if this process holds it)."""
+    key = str(Path(path).resolve())
+    fd = _held_locks.pop(key, None)
+    if fd is None:
+        return
+    try:
+        (Path(key) / LOCK_NAME).unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _release_all() -> None:
+    for key in list(_held_locks):
+        release_run_folder(key)
+
+
+import atexit  # noqa: E402 - registered beside the state it cleans up
+
+atexit.register(_release_all)
+
+
+def remove_orphan_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.<random>.tmp`` files a killed atomic write left in a run folder (we hold its lock,
+    so no writer of ours is using them); returns what was removed."""
+    removed = []
+    for tmp in Path(path).rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 TRACKED_PACKAGES = ("kdvision", "torch", "torchvision", "timm", "monai", "albumentations", "numpy", "scikit-learn",
                     "scipy", "opencv-python-headless", "onnx", "onnxruntime", "pydantic", "safetensors")
@@ -97,6 +171,9 @@ class RunDir:
         """
         run = cls(path)
         run._ensure_writable()
+        lock_run_folder(run.path)
+        if (run.path / "config.yaml").exists():  # a run resumed after a kill: its writes were cut short
+            remove_orphan_temporaries(run.path)
         resolved = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
         stored = run.path / "config.yaml"
         if stored.exists() and comparable is not None:

@@ -101,3 +101,17 @@ def test_progress_bars_are_quiet_under_ci(monkeypatch):
 
     monkeypatch.setenv("CI", "1")
     assert not progress_enabled()
+
+
+def test_resume_removes_the_temporaries_a_killed_write_left(tmp_path):
+    from kdcore.rundir import RunDir, release_run_folder
+
+    config = {"name": "x", "seed": 0}
+    RunDir.create(tmp_path / "run", config, 0, comparable=config)
+    orphan = tmp_path / "run" / "folds" / "fold_0" / "teacher" / ".predictions.csv.abc123.tmp"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text("half")
+    release_run_folder(tmp_path / "run")
+    RunDir.create(tmp_path / "run", config, 0, comparable=config)
+    release_run_folder(tmp_path / "run")
+    assert not orphan.exists() and (tmp_path / "run" / "config.yaml").exists()

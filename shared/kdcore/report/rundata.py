@@ -320,10 +320,10 @@ def json_safe(value: Any) -> Any:
 
 
 def write_report(run_dir: str | os.PathLike, report: dict, html: str, files: dict[str, bytes | str]) -> None:
-    """Write ``RUN/report/`` (``files``: name -> content), then ``report.html``, then ``report.json``.
+    """Write ``RUN/report/`` (``files``: name -> content), then ``report.json``, then ``report.html``.
 
     The folder is built beside the old one and swapped in, so readers see the old or the new report
-    folder, never a mix; ``report.json`` is written last and marks a complete report.
+    folder, never a mix; ``report.html`` is written last, so a page a person opens always has its JSON.
     """
     run = Path(run_dir)
     staging, backup, final = run / ".report.staging", run / ".report.old", run / "report"
@@ -346,5 +346,5 @@ def write_report(run_dir: str | os.PathLike, report: dict, html: str, files: dic
         final.rename(backup)
     staging.rename(final)
     shutil.rmtree(backup, ignore_errors=True)
-    atomic_write_text(run / "report.html", html)
     atomic_write_json(run / "report.json", json_safe(report))
+    atomic_write_text(run / "report.html", html)  # last: an HTML report is never there without its JSON
