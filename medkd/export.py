@@ -28,7 +28,7 @@ from kdcore.errors import KDError
 from kdcore.export import (ATOL, RTOL, assert_no_absolute_paths, check_parity, compare_outputs, export_model,
                            find_run_models, load_run_model, parse_formats, pick_items, read_run_file, report_means,
                            run_data_root, run_items, run_source, RunModel, select_folds, SIDECAR_FORMAT,
-                           SIDECAR_VERSION, torch_runner, write_parity)
+                           SIDECAR_VERSION, torch_runner, write_export_marker, write_parity)
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
                               render_model_card, source_section, write_model_card)
@@ -170,6 +170,7 @@ def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[s
     write_model_card(out_dir / "MODEL_CARD.md", _card(entry, result["contract"], result, bundle_note))
     result["files"].append("MODEL_CARD.md")
     assert_no_absolute_paths(out_dir, extra=[p for p in (entry.run_dir.resolve(), run_data_root(entry.run_dir)) if p])
+    write_export_marker(out_dir)  # last: predict accepts the folder only now
     result.pop("contract")
     return {"fold": entry.fold, "out_dir": str(out_dir), "inputs": kind, "inputs_note": note, **result}
 
