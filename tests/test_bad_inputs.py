@@ -482,3 +482,46 @@ def test_failed_run_removes_only_what_it_made(tmp_path, capsys):
         assert code == 2
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     assert empty.is_dir() and not any(empty.iterdir())
+
+
+def test_tiny_cofw_mat_file_is_one_line(tmp_path, capsys):
+    root = tmp_path / "cofw"
+    root.mkdir()
+    for name in ("COFW_train_color.mat", "COFW_test_color.mat"):
+        (root / name).write_bytes(b"MATLAB 5.0")
+    code, out = run_cli(facekd.cli, ["audit", root, "--format", "cofw"], capsys)
+    assert code == 1 and "COFW_train_color.mat: cannot read this MATLAB file" in out
+
+
+def test_latin1_byte_in_a_csv_names_its_line(neh, capsys):
+    csv_path = neh / "data_information.csv"
+    lines = csv_path.read_bytes().split(b"\n")
+    lines[7] += b"\xe9"
+    csv_path.write_bytes(b"\n".join(lines))
+    code, out = audit_neh(neh, capsys)
+    assert code == 1 and "data_information.csv:8: byte 0xe9 is not UTF-8" in out
+
+
+def test_manifest_symlink_leading_outside_the_root(neh, tmp_path, capsys):
+    outside = tmp_path / "elsewhere.jpg"
+    shutil.copy(first_image(neh), outside)
+    (neh / "link.jpg").symlink_to(outside)
+    rows = list(csv.reader((neh / "data_information.csv").open()))[1:]
+    with (neh / "manifest.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["path", "label", "patient"], ["link.jpg", "CNV", "p0"]]
+                                + [[r[3], r[2], f"{r[1]}/{r[0]}"] for r in rows])
+    code, out = run_cli(medkd.cli, ["audit", neh, "--format", "manifest", "--no-near-duplicates"], capsys)
+    assert code == 1 and "'link.jpg' is a symbolic link leading outside the data root" in out
+
+
+def test_wflw_list_path_leading_outside_the_images(tmp_path, capsys):
+    root = tmp_path / "WFLW"
+    (root / "WFLW_images").mkdir(parents=True)
+    (root / "WFLW_annotations" / "list_98pt_rect_attr_train_test").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "secret.jpg"), np.zeros((64, 64, 3), np.uint8))
+    points = " ".join(f"{10 + i % 40} {12 + i % 37}" for i in range(98))
+    line = f"{points} 5 5 60 60 0 0 0 0 0 0 ../../secret.jpg\n"
+    for part in ("train", "test"):
+        (root / "WFLW_annotations" / "list_98pt_rect_attr_train_test" / f"list_98pt_rect_attr_{part}.txt").write_text(line)
+    code, out = run_cli(facekd.cli, ["audit", root, "--format", "wflw"], capsys)
+    assert code == 1 and "image path '../../secret.jpg' leads outside WFLW_images/" in out

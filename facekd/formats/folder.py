@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from kdcore.errors import DataError
+from kdcore.textfiles import utf8_error
 from facekd.io import read_pts
 
 from .records import FaceRecord, ItemError, check_landmarks, image_size, split_message
@@ -139,7 +140,10 @@ def _read_subjects(csv_path: Path) -> tuple[dict[str, str], list[ItemError]]:
                                             f"then {subject!r})"))
                     continue
                 subjects[key] = subject
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:
+        line, reason = utf8_error(csv_path) or (1, "not UTF-8")
+        return {}, [ItemError("bad_subjects_file", f"{csv_path}:{line}", reason)]
+    except (OSError, csv.Error) as exc:
         return {}, [ItemError("bad_subjects_file", str(csv_path), f"cannot read ({exc})")]
     return subjects, errors
 
