@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, field_validator,
                            model_validator)
@@ -118,6 +118,12 @@ class OCTRecipe(Section):
     report: ReportConfig = ReportConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    # Which trained models a changed section invalidates (a resume retrains those, keeps the rest); a section
+    # not listed (data, cv, seed, privacy...) changes every model.
+    SECTION_MODELS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "name": (), "report": (), "teacher": ("teacher", "student"), "student": ("student", "baseline"),
+        "baseline": ("baseline",)}
 
     @model_validator(mode="after")
     def _check(self) -> "OCTRecipe":

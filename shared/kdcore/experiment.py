@@ -85,7 +85,8 @@ def open_run(recipe, out: str | os.PathLike) -> RunDir:
     comparable = {k: v for k, v in recipe.model_dump(mode="json").items() if k != "runtime"}
     # Under DDP rank 0 owns every file of the run; the other ranks only read what it wrote.
     if is_main_process():
-        run = RunDir.create(out, recipe, recipe.seed, comparable=comparable)
+        run = RunDir.create(out, recipe, recipe.seed, comparable=comparable,
+                            affects=getattr(type(recipe), "SECTION_MODELS", None))
     barrier()
     if not is_main_process():
         setup_logging(level="WARNING")

@@ -163,11 +163,15 @@ class RunDir:
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, path: str | os.PathLike, config: Any, seed: int, comparable: dict | None = None) -> "RunDir":
+    def create(cls, path: str | os.PathLike, config: Any, seed: int, comparable: dict | None = None,
+               affects: dict[str, Any] | None = None) -> "RunDir":
         """Create (or reuse, for another set of folds or a resume) the run folder and record the setup.
 
         ``comparable`` is the part of the config that must match when the folder already holds a run,
         so that fold jobs split over machines and resumed runs cannot mix two different experiments.
+        ``affects`` maps a section to the models it changes (``{"student": ["student", "baseline"]}``): a
+        changed section listed there is accepted once those models have nothing in ``folds/`` (they are then
+        retrained, the others kept), and otherwise the error names exactly the folders to delete.
         """
         run = cls(path)
         run._ensure_writable()
@@ -186,10 +190,12 @@ class RunDir:
                 raise ConfigError(f"{stored}: the run's recorded recipe is not a mapping of keys (got "
                                   f"{type(previous).__name__}); it cannot be resumed: choose a new --out")
             mismatched = sorted(k for k in comparable if previous.get(k) != comparable[k])
-            if mismatched:
+            if mismatched and (affects is None or any(k not in affects for k in mismatched)):
                 raise ConfigError(
                     f"{run.path}: holds a run with a different recipe (differs in: {', '.join(mismatched)}); "
                     "choose a new --out, or run with the same recipe to resume or add folds")
+            if mismatched:
+                run._check_retrainable(mismatched, affects or {})
         atomic_write_text(stored, yaml.safe_dump(resolved, sort_keys=False))
         env = environment_info(seed)
         env_file = run.path / "environment.json"
@@ -197,6 +203,16 @@ class RunDir:
             env["previous_invocations"] = _previous_invocations(env_file)
         atomic_write_json(env_file, env)
         return run
+
+    def _check_retrainable(self, sections: list[str], affects: dict[str, Any]) -> None:
+        models = sorted({m for k in sections for m in affects[k]})
+        kept = [p for m in models for p in sorted(self.path.glob(f"folds/fold_*/{m}")) if p.is_dir() and any(p.iterdir())]
+        if kept:
+            listed = " ".join(str(p) for p in kept)
+            raise ConfigError(
+                f"{self.path}: holds a run made with another {', '.join(sections)} section, which changes only the "
+                f"{', '.join(models)} model(s). To keep the other models and retrain these: delete {listed}, then "
+                "run again with --resume; or choose a new --out")
 
     def _ensure_writable(self) -> None:
         try:

@@ -118,3 +118,17 @@ def test_same_file_name_in_two_folders_of_one_patient_keeps_two_ids(tmp_path):
     dataset = pseudonymise(load_oct_dataset(root, "manifest"), patient_hasher(b"key"))
     ids = [r.image_id for r in dataset.records]
     assert len(set(ids)) == 2 and all(i.startswith(dataset.records[0].patient + "/v") for i in ids)
+
+
+def test_resume_with_a_changed_student_retrains_only_the_student(neh_runs, tmp_path):
+    folder, data, runs = neh_runs
+    run = Path(shutil.copytree(runs["again0"], tmp_path / "run"))
+    teacher = (run / "folds" / "fold_0" / "teacher" / "predictions.csv").read_bytes()
+    argv = ["run", folder / "tiny_oct.yaml", "--data-root", data, "--out", run, "--folds", "0", "--resume",
+            "--set", "student.temperature=2"]
+    assert medkd(*argv) == 2  # refused, naming the student folders to delete
+    shutil.rmtree(run / "folds" / "fold_0" / "student")
+    assert medkd(*argv) == 0
+    assert (run / "folds" / "fold_0" / "teacher" / "predictions.csv").read_bytes() == teacher
+    assert (run / "folds" / "fold_0" / "student" / "done.json").is_file()
+    assert "temperature: 2.0" in (run / "config.yaml").read_text()
