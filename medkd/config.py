@@ -104,7 +104,8 @@ class ReportConfig(Section):
 class PrivacyConfig(Section):
     hash_patient_ids: bool | None = Field(
         None, description="replace patient ids by salted hashes in reports, logs and exports; None = on for NEH")
-    salt: str | None = Field(None, description="hash salt; None = a random salt kept in the run folder")
+    salt: str | None = Field(None, description="hash key; None = $KDVISION_PRIVACY_SALT, else derived from the "
+                                                "bytes of the images (the same for every run of the same data)")
 
 
 class OCTRecipe(Section):
