@@ -145,8 +145,8 @@ def predict_files(model: LandmarkDetector | str | os.PathLike, images: Iterable[
                   all_faces: bool = False) -> list[dict[str, Any]]:
     """Landmarks of the best-scoring face of each image (every face with ``all_faces``: ``<stem>_face<k>.pts``,
     best first): ``out_dir/<stem>.pts`` (1-based, iBUG format) and, with ``overlay``,
-    ``out_dir/<stem>_landmarks.png``; each record names the chosen box and its face score. An image without a face or unreadable stops with an error
-    naming it; files already written for earlier images stay."""
+    ``out_dir/<stem>_landmarks.png``; each record names the chosen box and its face score. An image without a
+    face or unreadable stops with an error naming it; files already written for earlier images stay."""
     detector = model if isinstance(model, LandmarkDetector) else LandmarkDetector.load(model)
     paths = [Path(p) for p in images]
     if not paths:

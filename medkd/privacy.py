@@ -81,8 +81,7 @@ def _numbers(text: str) -> set[str]:
     return set(re.findall(r"\d+", text))
 
 
-def _pseudonymous_id(image_id: str, patient: str, hashed_patient: str, eye: str | None,
-                     hashed: Callable[[str], str]) -> str:
+def _pseudonymous_id(image_id: str, patient: str, hashed_patient: str, hashed: Callable[[str], str]) -> str:
     """``<hash>/<path below the patient folder>`` (NEH: ``<hash>/OD/001_Normal.jpg``; elsewhere the whole relative
     path), so two visits' ``scan1.jpg`` stay two ids; a part that still shows the patient's number is hashed."""
     parts = image_id.split("/")
@@ -98,8 +97,7 @@ def _pseudonymous_id(image_id: str, patient: str, hashed_patient: str, eye: str 
     safe = []
     for part in below:
         if _numbers(part) & numbers or part == patient:
-            stem, suffix = os.path.splitext(part)
-            part = "f" + hashed(image_id + "\0" + part)[1:] + suffix
+            part = "f" + hashed(image_id + "\0" + part)[1:] + os.path.splitext(part)[1]
         safe.append(part)
     return "/".join([hashed_patient, *safe])
 
@@ -110,7 +108,7 @@ def pseudonymise(dataset: OCTDataset, hashed: Callable[[str], str]) -> OCTDatase
     records = []
     for record in dataset.records:
         patient = hashed(record.patient)
-        image_id = _pseudonymous_id(record.image_id, record.patient, patient, record.eye, hashed)
+        image_id = _pseudonymous_id(record.image_id, record.patient, patient, hashed)
         records.append(replace(record, patient=patient, image_id=image_id, raw_patient=record.patient,
                                raw_id=record.image_id))
     ids = [r.image_id for r in records]

@@ -521,7 +521,8 @@ def test_wflw_list_path_leading_outside_the_images(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "secret.jpg"), np.zeros((64, 64, 3), np.uint8))
     points = " ".join(f"{10 + i % 40} {12 + i % 37}" for i in range(98))
     line = f"{points} 5 5 60 60 0 0 0 0 0 0 ../../secret.jpg\n"
+    lists = root / "WFLW_annotations" / "list_98pt_rect_attr_train_test"
     for part in ("train", "test"):
-        (root / "WFLW_annotations" / "list_98pt_rect_attr_train_test" / f"list_98pt_rect_attr_{part}.txt").write_text(line)
+        (lists / f"list_98pt_rect_attr_{part}.txt").write_text(line)
     code, out = run_cli(facekd.cli, ["audit", root, "--format", "wflw"], capsys)
     assert code == 1 and "image path '../../secret.jpg' leads outside WFLW_images/" in out

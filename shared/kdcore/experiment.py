@@ -93,7 +93,8 @@ def open_run(recipe, out: str | os.PathLike) -> RunDir:
         return RunDir(out)
     setup_logging(logfile=run.path / "run.log")
     # run.log may be shared with a report: it names the run folder and the data root, never where they are.
-    add_log_redaction(redact_paths({str(run.path): "<run>", str(getattr(recipe.data, "root", None) or ""): "<data root>"}))
+    data_root = str(getattr(recipe.data, "root", None) or "")
+    add_log_redaction(redact_paths({str(run.path): "<run>", data_root: "<data root>"}))
     set_progress(recipe.runtime.progress)
     if world_size() > 1:
         import torch.distributed as dist

@@ -206,7 +206,8 @@ class RunDir:
 
     def _check_retrainable(self, sections: list[str], affects: dict[str, Any]) -> None:
         models = sorted({m for k in sections for m in affects[k]})
-        kept = [p for m in models for p in sorted(self.path.glob(f"folds/fold_*/{m}")) if p.is_dir() and any(p.iterdir())]
+        kept = [p for m in models for p in sorted(self.path.glob(f"folds/fold_*/{m}"))
+                if p.is_dir() and any(p.iterdir())]
         if kept:
             listed = " ".join(str(p) for p in kept)
             raise ConfigError(
