@@ -132,3 +132,21 @@ def test_resume_with_a_changed_student_retrains_only_the_student(neh_runs, tmp_p
     assert (run / "folds" / "fold_0" / "teacher" / "predictions.csv").read_bytes() == teacher
     assert (run / "folds" / "fold_0" / "student" / "done.json").is_file()
     assert "temperature: 2.0" in (run / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "duplicate"])
+def test_report_refuses_predictions_that_do_not_match_the_fold(neh_runs, tmp_path, capsys, damage):
+    _, _, runs = neh_runs
+    run = Path(shutil.copytree(runs["again0"], tmp_path / "run"))
+    path = run / "folds" / "fold_0" / "student" / "predictions.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:3] if damage == "truncate" else lines + lines[1:2]))
+    assert medkd("report", run, "--bootstrap", "10") == 2
+    err = capsys.readouterr().err
+    assert "predictions.csv: changed since fold 0 of student finished" in err and "re-run the fold" in err
+    (run / "folds" / "fold_0" / "student" / "done.json").write_text(  # a run from before the file was recorded
+        json.dumps({k: v for k, v in json.loads((run / "folds" / "fold_0" / "student" / "done.json").read_text())
+                    .items() if k != "predictions"}))
+    assert medkd("report", run, "--bootstrap", "10") == 2
+    err = capsys.readouterr().err
+    assert ("prediction rows for the" in err) if damage == "truncate" else ("predicted again (first at line" in err)

@@ -53,7 +53,6 @@ class RunInputs:
     audit: dict | None = None
     profile: dict | None = None
     log: list[dict] = field(default_factory=list)
-    items: list[dict] | None = None  # dataset.json's items, when the run wrote them
 
     def model_dir(self, model: str, fold: int) -> Path:
         return self.path / "folds" / f"fold_{fold}" / model
@@ -112,10 +111,8 @@ class RunInputs:
                    and row[group] not in test]
         if outside:
             raise DataError(f"{path}:{outside[0][0]}: {group} {outside[0][1]!r} is not a test {group} of fold {fold}")
-        images = done.get("images")
-        expected = images.get("test") if isinstance(images, dict) else None
-        if expected is None and self.items is not None and seen:
-            expected = sum(1 for item in self.items if str(item.get(group)) in test)
+        counts = done.get("images", done.get("faces"))  # what the fold's training recorded it tested on
+        expected = counts.get("test") if isinstance(counts, dict) else None
         if expected is not None and len(rows) != expected:
             raise DataError(f"{path}: {len(rows)} prediction rows for the {expected} test images of fold {fold} "
                             f"(truncated or edited?); re-run the fold: delete its folder, then --resume")
@@ -195,13 +192,7 @@ def read_run(run_dir: str | os.PathLike, preferred_order: Sequence[str] = ()) ->
                      incomplete={n: incomplete[n] for n in names if n in incomplete},
                      audit=read_json(path / "audit.json", required=False),
                      profile=read_json(path / "model_profile.json", required=False),
-                     log=read_log_records(path / "log.jsonl"), items=_items(path))
-
-
-def _items(path: Path) -> list[dict] | None:
-    data = read_json(path / "dataset.json", required=False)
-    items = data.get("items") if isinstance(data, dict) else data
-    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else None
+                     log=read_log_records(path / "log.jsonl"))
 
 
 def _sha256(path: Path) -> str:
