@@ -173,10 +173,10 @@ def load_runner(path: str | os.PathLike, backend: str | None = None,
                 threads: int | None = None) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any], str, Path]:
     """The model function, its contract, the backend and the model file of an export."""
     model_file, sidecar, backend = resolve_export(path, backend)
+    contract = read_sidecar(sidecar)  # first, so a malformed sidecar is named for what is wrong with it
     if Path(path).is_dir() or (model_file.parent / COMPLETE_MARKER).exists():
         # A model file copied out with its sidecar alone has no marker to check; an export folder must have one.
         check_export_complete(model_file.parent, [sidecar.name, model_file.name])
-    contract = read_sidecar(sidecar)
     if backend == "onnx":
         run = onnx_runner(model_file, threads)
     elif backend == "torchscript":
