@@ -123,7 +123,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
             # read_image turns EXIF-rotated photographs upright; the size must describe the same pixels
-            return (height, width) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
+            try:
+                turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            except Exception:  # noqa: BLE001 - unreadable EXIF (a cut file): decoding reports what is wrong
+                turned = False
+            return (height, width) if turned else (width, height)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError) as exc:
