@@ -129,8 +129,7 @@ def manifest_for_run(run: RunDir, manifest: FoldManifest) -> FoldManifest:
         stored = load_manifest(path)
         if stored.sha != manifest.sha:
             raise DataError(f"{path}: the data, the split settings or the id pseudonymisation key changed since this "
-                            "run started "
-                            f"(manifest {stored.sha} vs {manifest.sha}); use a new --out")
+                            f"run started (manifest {stored.sha} vs {manifest.sha}); use a new --out")
         return stored
     if is_main_process():
         manifest.save(path)
