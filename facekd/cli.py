@@ -47,7 +47,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predictor import LandmarkDetector
 
     detector = LandmarkDetector.load(args.model, backend=args.backend, device=args.device)
-    written = predict_files(detector, args.images, args.out, overlay=args.overlay, tta=args.tta)
+    written = predict_files(detector, args.images, args.out, overlay=args.overlay, tta=args.tta,
+                            all_faces=args.all_faces)
+    for record in written:  # which box was chosen, and on what evidence
+        face = record["face"]
+        print(f"{record['pts']}: face box {face['box']}, face score {face['face_score']} "
+              f"({face['neighbors']} neighbours; {record['candidates']} candidate(s))")
     print(f"wrote {len(written)} .pts file(s) to {args.out}")
     return 0
 
@@ -88,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write PNGs with the points drawn")
+    p.add_argument("--all-faces", action="store_true",
+                   help="landmarks for every detected face (<stem>_face<k>.pts, best face score first)")
     p.add_argument("--tta", action="store_true", help="average with the mirrored face (left/right relabelled)")
     p.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default=None,
                    help="runtime (default: ONNX Runtime when model.onnx is there)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from kdcore.config import CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, model_validator
 
@@ -108,6 +108,11 @@ class FaceRecipe(Section):
     baseline: BaselineConfig = BaselineConfig()
     report: FaceReportConfig = FaceReportConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    # Which trained models a changed section invalidates (a resume retrains those, keeps the rest).
+    SECTION_MODELS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "name": (), "report": (), "tough": ("tough", "student"), "tolerant": ("tolerant", "student"),
+        "student": ("student", "baseline"), "baseline": ("baseline",)}
 
     @model_validator(mode="after")
     def _check(self) -> "FaceRecipe":

@@ -28,7 +28,7 @@ from facekd.schemes import get_scheme
 from kdcore.errors import DataError, KDError
 from kdcore.export import (assert_no_absolute_paths, export_model, find_run_models, load_run_model, parse_formats,
                            pick_items, read_run_file, report_means, run_data_root, run_items, run_source, RunModel,
-                           select_folds, SIDECAR_FORMAT, SIDECAR_VERSION)
+                           select_folds, SIDECAR_FORMAT, SIDECAR_VERSION, write_export_marker)
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
                               render_model_card, source_section, write_model_card)
@@ -203,6 +203,7 @@ def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[s
     write_model_card(out_dir / "MODEL_CARD.md", _card(entry, result["contract"], result))
     result["files"].append("MODEL_CARD.md")
     assert_no_absolute_paths(out_dir, extra=[p for p in (entry.run_dir.resolve(), run_data_root(entry.run_dir)) if p])
+    write_export_marker(out_dir)  # last: predict accepts the folder only now
     result.pop("contract")
     return {"fold": entry.fold, "out_dir": str(out_dir), "inputs": kind, "inputs_note": note, **result}
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 import cv2
 import numpy as np
 
-from facekd.detect import largest_face, landmark_box_from_detection
+from facekd.detect import FaceCandidate, best_face, face_candidates, landmark_box_from_detection
 from facekd.geometry import crop_face
 from facekd.io import write_pts
 from facekd.preprocess import normalize_rgb, to_image_points
@@ -88,9 +88,10 @@ class LandmarkDetector:
         return cls(run, contract, backend)
 
     def face_box(self, image: ImageLike, source: str | os.PathLike | None = None) -> Box:
-        """The landmark box of the largest detected face; :class:`KDError` ``no face found in ...`` if none."""
+        """The landmark box of the best-scoring detected face (see :func:`facekd.detect.face_candidates`);
+        :class:`DataError` ``no face found in ...`` if none."""
         where = source or (image if isinstance(image, (str, os.PathLike)) else "the image")
-        return landmark_box_from_detection(largest_face(load_rgb(image), where))
+        return landmark_box_from_detection(best_face(load_rgb(image), where).box)
 
     def crop(self, image: ImageLike, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         """``(model input (3, S, S), 2x3 original -> crop matrix)`` for the face in ``box``."""
@@ -143,10 +144,12 @@ def draw_landmarks(image: np.ndarray, points: np.ndarray, box: Sequence[float] |
 
 
 def predict_files(model: LandmarkDetector | str | os.PathLike, images: Iterable[str | os.PathLike],
-                  out_dir: str | os.PathLike, overlay: bool = False, tta: bool = False) -> list[dict[str, Any]]:
-    """Landmarks of the largest face of each image: ``out_dir/<stem>.pts`` (1-based, iBUG format) and, with
-    ``overlay``, ``out_dir/<stem>_landmarks.png``. An image without a face or unreadable stops with an error
-    naming it; files already written for earlier images stay."""
+                  out_dir: str | os.PathLike, overlay: bool = False, tta: bool = False,
+                  all_faces: bool = False) -> list[dict[str, Any]]:
+    """Landmarks of the best-scoring face of each image (every face with ``all_faces``: ``<stem>_face<k>.pts``,
+    best first): ``out_dir/<stem>.pts`` (1-based, iBUG format) and, with ``overlay``,
+    ``out_dir/<stem>_landmarks.png``; each record names the chosen box and its face score. An image without a
+    face or unreadable stops with an error naming it; files already written for earlier images stay."""
     detector = model if isinstance(model, LandmarkDetector) else LandmarkDetector.load(model)
     paths = [Path(p) for p in images]
     if not paths:
@@ -164,16 +167,23 @@ def predict_files(model: LandmarkDetector | str | os.PathLike, images: Iterable[
     results = []
     for path in paths:
         rgb = load_rgb(path)
-        box = detector.face_box(rgb, path)
-        points = detector.predict(rgb, box=box, tta=tta)
-        write_pts(out / f"{path.stem}.pts", points)
-        record: dict[str, Any] = {"path": str(path), "pts": str(out / f"{path.stem}.pts"), "box": box}
-        if overlay:
-            target = out / f"{path.stem}_landmarks.png"
-            ok, encoded = cv2.imencode(".png", draw_landmarks(rgb, points, box))
-            if not ok:
-                raise KDError(f"{target}: cannot encode the overlay image")
-            atomic_write_bytes(target, encoded.tobytes())
-            record["overlay"] = str(target)
-        results.append(record)
+        candidates = face_candidates(rgb)
+        if not candidates:
+            raise DataError(f"no face found in {path} (pass the face box explicitly if the face is there)")
+        chosen = candidates if all_faces else candidates[:1]
+        for k, face in enumerate(chosen):
+            stem = f"{path.stem}_face{k}" if all_faces else path.stem
+            box = landmark_box_from_detection(face.box)
+            points = detector.predict(rgb, box=box, tta=tta)
+            write_pts(out / f"{stem}.pts", points)
+            record: dict[str, Any] = {"path": str(path), "pts": str(out / f"{stem}.pts"), "box": box,
+                                      "face": face.to_dict(), "candidates": len(candidates)}
+            if overlay:
+                target = out / f"{stem}_landmarks.png"
+                ok, encoded = cv2.imencode(".png", draw_landmarks(rgb, points, box))
+                if not ok:
+                    raise KDError(f"{target}: cannot encode the overlay image")
+                atomic_write_bytes(target, encoded.tobytes())
+                record["overlay"] = str(target)
+            results.append(record)
     return results

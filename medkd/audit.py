@@ -124,6 +124,12 @@ def audit_oct(root: str | Path, format: str, subset: str | None = "all", near_du
     if near_duplicates:
         _near_duplicates(report, fingerprints, hash_threshold, thumb_threshold)
     _overlap(report, scan, mode)
+    present = [c for c, n in report.images_per_class.items() if n]
+    if len(present) < 2 and report.n_images:
+        # A classifier of one class scores 1.0 on everything: a result, but a wrong one.
+        report.problems.append(Problem("blocking", "too_few_classes", report.root,
+                                       f"images of {len(present)} class(es) only ({', '.join(present)}); "
+                                       "a classifier needs at least two"))
     if n_folds is not None:
         for name, n in report.patients_per_class.items():
             if n < n_folds:

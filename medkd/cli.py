@@ -13,14 +13,12 @@ from kdcore.cli import (add_export_command, add_predict_device_option, add_repor
 __all__ = ["main", "build_parser"]
 
 
-def _hasher(salt: str | None = None):
-    """Salted patient-id hashes (``medkd.privacy``) for commands without a run folder: the given salt, else a
-    throw-away one, so a volume's real patient id is never printed or written."""
-    import secrets
+def _hasher(salt: str | None, root: Path):
+    """Keyed patient-id hashes (``medkd.privacy``) for commands without a run folder, with the key a run of the
+    same data uses, so a volume's real patient id is never printed or written and folds match the run's."""
+    from .privacy import patient_hasher, privacy_key
 
-    from .privacy import patient_hasher
-
-    return patient_hasher(Path("."), salt or secrets.token_hex(16))
+    return patient_hasher(privacy_key(salt, root))
 
 
 def _split(recipe):
@@ -28,15 +26,19 @@ def _split(recipe):
     from .data_prep import resolve_data
     from .pipeline import build_manifest
 
+    from .privacy import hash_ids_enabled, patient_hasher, privacy_key, pseudonymise
+
     root, fmt = resolve_data(recipe, None)
     if fmt == "volumes":  # folds only: ids are hashed with a throw-away salt, never printed raw
         from .data_prep import volume_options
 
         dataset = load_oct_dataset(root, fmt, classes=recipe.data.classes,
-                                   volumes=volume_options(recipe, _hasher(recipe.privacy.salt)))
+                                   volumes=volume_options(recipe, _hasher(recipe.privacy.salt, root)))
         return build_manifest(recipe, dataset)
     dataset = load_oct_dataset(root, fmt, subset=recipe.data.subset if fmt == "neh" else None,
                                classes=recipe.data.classes)
+    if hash_ids_enabled(recipe, fmt):  # the same pseudonymous ids, and so the same folds.json, as a run's
+        dataset = pseudonymise(dataset, patient_hasher(privacy_key(recipe.privacy.salt, root)))
     return build_manifest(recipe, dataset)
 
 
@@ -47,12 +49,33 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.format == "volumes":
         from .data.volume_scan import VolumeOptions
 
-        volumes = VolumeOptions(selection=args.bscans, labels=args.labels, patient_key=_hasher(),
+        volumes = VolumeOptions(selection=args.bscans, labels=args.labels, patient_key=_hasher(None, args.data_root),
                                 require_labels=args.labels is not None)
     report = audit_oct(args.data_root, args.format, subset=args.subset, near_duplicates=not args.no_near_duplicates,
                        mode=args.mode, n_folds=args.folds, volumes=volumes)
     counts = report.to_dict().get("counts")
-    return print_audit(report, json.dumps(counts, indent=1) if counts else None, args.out)
+    return print_audit(report, json.dumps(counts, indent=1) if counts else None, args.out,
+                       redact=_audit_redactor(args) if args.out else None)
+
+
+def _audit_redactor(args: argparse.Namespace):
+    """The terminal shows the user's own paths; the JSON file, meant to be shared, is pseudonymised as a run's
+    audit.json is (NEH: hashed patients and ids, unless --raw-ids) and names no folder of this machine."""
+    from kdcore.errors import KDError
+
+    from .data import load_oct_dataset
+    from .privacy import Redactor, patient_hasher, privacy_key, pseudonymise
+
+    root_only = Redactor({}, roots=[str(args.data_root), str(Path(args.data_root).absolute())])
+    if args.format == "volumes":  # patient ids were hashed while the files were read
+        return root_only
+    try:
+        dataset = load_oct_dataset(args.data_root, args.format, subset=args.subset, classes=None)
+    except KDError:  # the audit lists why; only the root can be hidden then
+        return root_only
+    if args.format == "neh" and not args.raw_ids:
+        dataset = pseudonymise(dataset, patient_hasher(privacy_key(None, args.data_root)))
+    return Redactor.for_dataset(dataset, args.data_root)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -138,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-near-duplicates", action="store_true", help="skip perceptual hashing")
     p.add_argument("--bscans", default="all", help="volumes: B-scans per volume (all, central, central_k:K, every:N)")
     p.add_argument("--labels", help="volumes: labels CSV relative to the data root (default: labels.csv if there; "
-                                    "patient ids in the findings are hashed with a throw-away salt)")
-    p.add_argument("--out", type=Path, help="write the findings as JSON")
+                                    "patient ids in the findings are hashed)")
+    p.add_argument("--out", type=Path, help="write the findings as JSON (NEH: pseudonymous ids, as in a run)")
+    p.add_argument("--raw-ids", action="store_true", help="keep raw patient ids and paths in the --out JSON")
     p.set_defaults(handler=cmd_audit)
 
     p = sub.add_parser("synth", help="write a synthetic OCT dataset in the NEH layout")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, field_validator,
                            model_validator)
@@ -26,7 +26,8 @@ class DataConfig(Section):
     format: Literal["neh", "oct2017", "manifest", "volumes", "synthetic"] = "synthetic"
     root: str | None = Field(None, description="data root; --data-root sets it")
     subset: Literal["worst_case", "all"] = Field("worst_case", description="NEH: image label == patient class, or all")
-    classes: list[str] | None = Field(None, description="class names in index order; default per format")
+    classes: list[str] | None = Field(None, min_length=2, description="class names in index order (at least two); "
+                                                                     "default per format")
     evaluation: Literal["cv", "official_test"] = Field(
         "cv", description="cv: patient-level CV over all images; official_test: OCT2017's test folder, "
                           "training on train-folder patients that do not appear in test")
@@ -121,7 +122,8 @@ class ReportConfig(Section):
 class PrivacyConfig(Section):
     hash_patient_ids: bool | None = Field(
         None, description="replace patient ids by salted hashes in reports, logs and exports; None = on for NEH")
-    salt: str | None = Field(None, description="hash salt; None = a random salt kept in the run folder")
+    salt: str | None = Field(None, description="hash key; None = $KDVISION_PRIVACY_SALT, else derived from the "
+                                                "bytes of the images (the same for every run of the same data)")
 
 
 class OCTRecipe(Section):
@@ -135,6 +137,12 @@ class OCTRecipe(Section):
     report: ReportConfig = ReportConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    # Which trained models a changed section invalidates (a resume retrains those, keeps the rest); a section
+    # not listed (data, cv, seed, privacy...) changes every model.
+    SECTION_MODELS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "name": (), "report": (), "teacher": ("teacher", "student"), "student": ("student", "baseline"),
+        "baseline": ("baseline",)}
 
     @model_validator(mode="after")
     def _check(self) -> "OCTRecipe":

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdcore.engine import is_main_process
+from kdcore.errors import DataError
 from kdcore.experiment import resolve_data_root
-from kdcore.logs import get_logger
+from kdcore.logs import add_log_redaction, get_logger
 from kdcore.rundir import RunDir
 
 from .config import OCTRecipe
 from .data import OCTDataset, load_oct_dataset
-from .privacy import patient_hasher, pseudonymise
+from .privacy import Redactor, hash_ids_enabled, patient_hasher, privacy_key, pseudonymise
 
 __all__ = ["resolve_data", "prepare_dataset", "write_dataset_index", "volume_options"]
 log = get_logger(__name__)
@@ -27,9 +28,11 @@ def resolve_data(recipe: OCTRecipe, run_path: Path | None) -> tuple[Path, str]:
         from .synth import write_synthetic_oct
 
         log.info("writing a synthetic NEH-layout dataset (%d patients) to %s", synth.patients, root)
+        # The CSV is written last: without it, the run's own data folder is what a killed run left half-written.
+        own = run_path is not None and root == run_path / "data"
         write_synthetic_oct(root, n_patients=synth.patients, seed=synth.seed, image_size=tuple(synth.image_size),
                             scans_per_eye=tuple(synth.scans_per_eye), lesion_strength=synth.lesion_strength,
-                            noise=synth.noise)
+                            noise=synth.noise, overwrite=own)
 
     return resolve_data_root(recipe.data, run_path, write_synthetic, "neh")
 
@@ -48,30 +51,34 @@ def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:
     root, fmt = resolve_data(recipe, run.path)
     subset = recipe.data.subset if fmt == "neh" else None
     mode = "official" if recipe.data.evaluation == "official_test" else "cv"
-    hash_ids = recipe.privacy.hash_patient_ids
-    if hash_ids is None:
-        hash_ids = fmt in ("neh", "volumes") and recipe.data.format != "synthetic"
-    hashed = patient_hasher(run.path, recipe.privacy.salt) if hash_ids else None
+    hashed = None
+    if hash_ids_enabled(recipe, fmt):
+        hashed = patient_hasher(privacy_key(recipe.privacy.salt, root, run.path))
     # Volume files carry real patient ids: they are hashed while scanning, so no finding or log ever holds one.
     volumes = volume_options(recipe, hashed) if fmt == "volumes" else None
     report = audit_oct(root, fmt, subset=subset or "all", near_duplicates=recipe.data.near_duplicates, mode=mode,
-                       n_folds=recipe.cv.folds if mode == "cv" else None, classes=recipe.data.classes if volumes
-                       else None, volumes=volumes)
+                       n_folds=recipe.cv.folds if mode == "cv" else None,
+                       classes=recipe.data.classes if volumes else None, volumes=volumes)
     excluded = integrity_gate(report, exclude=recipe.data.on_bad_image == "exclude")
-    if is_main_process():
-        summary = report.to_dict()
-        if hashed is not None and volumes is None:
-            summary["patients"] = [{**p, "patient": hashed(p["patient"])} for p in summary.get("patients", [])]
-        run.write_json("audit.json", {**summary, "excluded": sorted(excluded),
-                                      "on_bad_image": recipe.data.on_bad_image})
     dataset = load_oct_dataset(root, fmt, subset=subset, classes=recipe.data.classes, volumes=volumes)
+    present = [c for c, n in dataset.class_counts().items() if n]
+    if len(present) < 2:
+        raise DataError(f"{root}: images of {len(present)} class(es) only ({', '.join(present) or 'none'}) with "
+                        f"data.classes {dataset.classes}; a classifier needs at least two")
+    if hashed is not None and volumes is None:
+        # The whole loaded dataset is hashed before exclusion, so excluded images get pseudonymous ids too.
+        dataset = pseudonymise(dataset, hashed)
+    redact = Redactor.for_dataset(dataset, root)
+    add_log_redaction(redact)
+    excluded = sorted(redact(image_id) for image_id in excluded)
+    if is_main_process():
+        run.write_json("audit.json", redact.json({**report.to_dict(), "excluded": excluded,
+                                                 "on_bad_image": recipe.data.on_bad_image}))
     if excluded:
         log.warning("leaving out %d unreadable image(s) as the recipe allows (listed in audit.json)", len(excluded))
         dataset = dataset.without(excluded, reason="excluded by the integrity gate")
     for note in dataset.notes:
         log.info("data: %s", note)
-    if hashed is not None and volumes is None:
-        dataset = pseudonymise(dataset, hashed)
     log.info("data: %d images, %d patients, classes %s", len(dataset), len(set(dataset.patients)),
              dataset.class_counts())
     return dataset
@@ -79,10 +86,35 @@ def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:
 
 def write_dataset_index(run: RunDir, dataset: OCTDataset) -> None:
     """``dataset.json``: every item of the run with its path relative to the data root (the run folder's own
-    record, for export parity checks; reports and predictions use the ids only)."""
+    record, for export parity checks; reports and predictions use the ids only). Pseudonymised items have no
+    path: :func:`item_paths` finds their files again from the data and the key."""
     root = Path(dataset.root).resolve()
-    items = [{"id": r.image_id, "path": Path(r.path).resolve().relative_to(root).as_posix(), "label": r.label,
-              "patient": r.patient, "eye": r.eye, "official_split": r.official_split,
-              **({"frame": r.frame, "visit": r.visit} if r.frame is not None else {})} for r in dataset.records]
+    items = []
+    for r in dataset.records:
+        item = {"id": r.image_id, "label": r.label, "patient": r.patient, "eye": r.eye,
+                "official_split": r.official_split, **({"frame": r.frame, "visit": r.visit} if r.frame is not None
+                                                       else {})}
+        if r.raw_id is None:  # a pseudonymised item's path would name the patient again
+            item["path"] = Path(r.path).resolve().relative_to(root).as_posix()
+        items.append(item)
     run.write_json("dataset.json", {"format": dataset.format, "classes": dataset.classes, **dataset.meta,
                                     "items": items})
+
+
+def item_files(run_dir: Path, root: Path) -> dict[str, Path]:
+    """``id -> file`` for a run whose ``dataset.json`` has pseudonymous ids (and so no paths): the data is
+    indexed again as the run's ``config.yaml`` says and hashed with the same key. {} when that fails."""
+    from kdcore.errors import KDError
+    from kdcore.export.runs import read_run_file
+
+    config = read_run_file(run_dir, "config.yaml") or {}
+    data = config.get("data") or {}
+    salt = (config.get("privacy") or {}).get("salt")
+    fmt = "neh" if data.get("format") == "synthetic" else data.get("format")
+    try:
+        dataset = load_oct_dataset(root, fmt, subset=data.get("subset") if fmt == "neh" else None,
+                                   classes=data.get("classes"))
+        dataset = pseudonymise(dataset, patient_hasher(privacy_key(salt, root, Path(run_dir))))
+    except (KDError, OSError, TypeError, AttributeError):
+        return {}
+    return {r.image_id: Path(r.path) for r in dataset.records}

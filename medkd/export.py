@@ -28,12 +28,13 @@ from kdcore.errors import KDError
 from kdcore.export import (ATOL, RTOL, assert_no_absolute_paths, check_parity, compare_outputs, export_model,
                            find_run_models, load_run_model, parse_formats, pick_items, read_run_file, report_means,
                            run_data_root, run_items, run_source, RunModel, select_folds, SIDECAR_FORMAT,
-                           SIDECAR_VERSION, torch_runner, write_parity)
+                           SIDECAR_VERSION, torch_runner, write_export_marker, write_parity)
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
                               render_model_card, source_section, write_model_card)
 from kdcore.seeding import derive_seed
 from medkd.data.volumes import read_frame
+from medkd.data_prep import item_files
 from medkd.preprocess import preprocess
 
 __all__ = ["export_run", "export_fold", "oct_contract", "parity_inputs", "FORMATS"]
@@ -94,15 +95,17 @@ def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8) -> tupl
     test = next((f.get("test") for f in manifest.get("folds", []) if f.get("fold") == entry.fold), None)
     arrays, files, skipped = [], [], []
     if root is not None and items:
+        hashed = {} if all(item.get("path") for item in items) else item_files(entry.run_dir, root)
         for item in pick_items(items, 4 * n, groups=test):
             relative = item.get("path") or item.get("id")
             if not relative or len(arrays) >= n:
                 continue
+            file = hashed.get(str(item.get("id"))) or root / str(relative)
             try:
-                scan = read_image(root / str(relative), "gray") if item.get("frame") is None else \
-                    read_frame(root / str(relative), int(item["frame"]))  # a B-scan of a volume file
+                scan = read_image(file, "gray") if item.get("frame") is None else \
+                    read_frame(file, int(item["frame"]))  # a B-scan of a volume file
                 arrays.append(preprocess(scan, int(spec["size"]), spec["mean"], spec["std"]))
-                files.append(root / str(relative))
+                files.append(file)
             except ImageReadError as exc:
                 skipped.append(f"{relative}: {exc.reason}")
     if arrays:
@@ -173,6 +176,7 @@ def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[s
     write_model_card(out_dir / "MODEL_CARD.md", _card(entry, result["contract"], result, bundle_note))
     result["files"].append("MODEL_CARD.md")
     assert_no_absolute_paths(out_dir, extra=[p for p in (entry.run_dir.resolve(), run_data_root(entry.run_dir)) if p])
+    write_export_marker(out_dir)  # last: predict accepts the folder only now
     result.pop("contract")
     return {"fold": entry.fold, "out_dir": str(out_dir), "inputs": kind, "inputs_note": note, **result}
 

@@ -9,10 +9,11 @@ Example:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from kdcore.cv import FoldManifest, make_fold_manifest
+from kdcore.cv import FoldManifest, make_fold_manifest, rename_groups
 from kdcore.device import resolve_device
 from kdcore.engine import init_from_env, is_main_process
 from kdcore.errors import DataError
@@ -35,7 +36,19 @@ log = get_logger(__name__)
 
 
 def build_manifest(recipe: OCTRecipe, dataset: OCTDataset) -> FoldManifest:
-    """Patient-level folds (or OCT2017's official split) for every model of the run."""
+    """Patient-level folds (or OCT2017's official split) for every model of the run.
+
+    With pseudonymous ids the split is made on the raw patient keys and renamed afterwards: the folds depend
+    on the data and the seed, never on the hashing key.
+    """
+    rename = {r.raw_patient: r.patient for r in dataset.records if r.raw_patient is not None}
+    if rename:
+        raw = replace(dataset, records=[replace(r, patient=r.raw_patient) for r in dataset.records])
+        return rename_groups(_build_manifest(recipe, raw), rename)
+    return _build_manifest(recipe, dataset)
+
+
+def _build_manifest(recipe: OCTRecipe, dataset: OCTDataset) -> FoldManifest:
     seed = recipe.cv.seed if recipe.cv.seed is not None else recipe.seed
     if recipe.data.evaluation == "official_test":
         from .official import official_manifest

@@ -399,3 +399,164 @@ def test_a_volume_run_with_bad_files_or_selection_never_starts(tmp_path, capsys,
     code, out = run_cli(medkd.cli, ["run", recipe, "--data-root", root, "--out", tmp_path / "run", *extra], capsys)
     assert code == 2 and message in out and "MRN-" not in out
     assert not (tmp_path / "run").exists()
+# ----------------------------------------------------------------- reliability issue 17
+
+
+@pytest.mark.parametrize("folds", ["1-0", ",", " "])
+def test_empty_or_reversed_fold_list_is_refused(tmp_path, capsys, folds):
+    recipe = write_tiny_recipe(tmp_path)
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run", "--folds", folds], capsys)
+    assert code == 2 and "--folds" in out and not (tmp_path / "run").exists()
+
+
+def test_one_class_manifest_is_a_blocking_finding(neh, capsys):
+    rows = [r for r in csv.reader((neh / "data_information.csv").open())]
+    manifest = neh / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        csv.writer(f).writerows([["path", "label", "patient"]] + [[r[3], "CNV", f"{r[1]}/{r[0]}"] for r in rows[1:]])
+    code, out = run_cli(medkd.cli, ["audit", neh, "--format", "manifest", "--no-near-duplicates"], capsys)
+    assert code == 1 and "too_few_classes" in out and "images of 1 class(es) only (CNV)" in out
+
+
+def test_one_class_recipe_is_refused(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path, data={"classes": ["CNV"]})
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "data.classes: list should have at least 2 items" in out
+
+
+def test_yaml_merge_key_is_standard_yaml(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    text = recipe.read_text().replace("student:\n", "student:\n  <<: {drop_path: 0.125}\n", 1)
+    recipe.write_text(text)
+    from kdcore.config import load_recipe
+    from medkd.config import OCTRecipe
+
+    assert load_recipe(OCTRecipe, recipe).student.drop_path == 0.125
+
+
+def test_yaml_complex_key_is_named(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    recipe.write_text(recipe.read_text() + "? [a, b]\n: 1\n")
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "a key must be a plain name, got a list" in out and "tiny_oct.yaml:" in out
+
+
+@pytest.mark.parametrize("content", ["key: [unclosed\n", "- just\n- a list\n"])
+def test_corrupt_recorded_config_then_resume(tmp_path, capsys, content):
+    recipe = write_tiny_recipe(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(content)
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run", "--resume"], capsys)
+    assert code == 2 and "config.yaml: the run's recorded recipe is not" in out
+
+
+def test_upper_case_pts_belongs_to_its_image(tmp_path, capsys):
+    root = face_folder(tmp_path)
+    (root / "face0.pts").rename(root / "face0.PTS")
+    code, out = audit_faces(root, capsys)
+    assert "face0" not in out.split("problem(s)")[0] or "no image beside" not in out
+    assert "has no .pts file beside it" not in out and "no image beside this .pts" not in out
+
+
+def test_latin1_file_name_in_a_log_line_is_kept(tmp_path):
+    import logging
+
+    from kdcore.logs import setup_logging
+
+    setup_logging(logfile=tmp_path / "run.log")
+    name = b"caf\xe9.jpg".decode("utf-8", "surrogateescape")  # what os.listdir gives for a Latin-1 name
+    logging.getLogger("kdcore.test").warning("cannot read %s", name)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    assert "cannot read caf\\udce9.jpg" in (tmp_path / "run.log").read_text(encoding="utf-8")
+
+
+def _hold_lock(folder: Path):
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from kdcore.rundir import lock_run_folder; lock_run_folder(sys.argv[1]); "
+            "print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_second_run_into_a_busy_folder_is_refused_and_a_dead_holder_is_not_in_the_way(tmp_path, capsys):
+    import signal
+
+    from kdcore.rundir import LOCK_NAME, lock_run_folder, release_run_folder
+
+    recipe = write_tiny_recipe(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = _hold_lock(out)
+    try:
+        code, message = run_cli(medkd.cli, ["run", recipe, "--out", out], capsys)
+        assert code == 2 and "another run is writing this folder (process" in message
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME], "the refused run wrote nothing"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / LOCK_NAME).exists()  # a killed run's stale lock file ...
+    lock_run_folder(out)  # ... does not stop the next run
+    release_run_folder(out)
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_failed_run_removes_only_what_it_made(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path, data={"format": "oct2017"})
+    mine, empty = tmp_path / "mine", tmp_path / "empty"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    empty.mkdir()
+    for out in (mine, empty):
+        code, _ = run_cli(medkd.cli, ["run", recipe, "--data-root", tmp_path / "nowhere", "--out", out], capsys)
+        assert code == 2
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert empty.is_dir() and not any(empty.iterdir())
+
+
+def test_tiny_cofw_mat_file_is_one_line(tmp_path, capsys):
+    root = tmp_path / "cofw"
+    root.mkdir()
+    for name in ("COFW_train_color.mat", "COFW_test_color.mat"):
+        (root / name).write_bytes(b"MATLAB 5.0")
+    code, out = run_cli(facekd.cli, ["audit", root, "--format", "cofw"], capsys)
+    assert code == 1 and "COFW_train_color.mat: cannot read this MATLAB file" in out
+
+
+def test_latin1_byte_in_a_csv_names_its_line(neh, capsys):
+    csv_path = neh / "data_information.csv"
+    lines = csv_path.read_bytes().split(b"\n")
+    lines[7] += b"\xe9"
+    csv_path.write_bytes(b"\n".join(lines))
+    code, out = audit_neh(neh, capsys)
+    assert code == 1 and "data_information.csv:8: byte 0xe9 is not UTF-8" in out
+
+
+def test_manifest_symlink_leading_outside_the_root(neh, tmp_path, capsys):
+    outside = tmp_path / "elsewhere.jpg"
+    shutil.copy(first_image(neh), outside)
+    (neh / "link.jpg").symlink_to(outside)
+    rows = list(csv.reader((neh / "data_information.csv").open()))[1:]
+    with (neh / "manifest.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["path", "label", "patient"], ["link.jpg", "CNV", "p0"]]
+                                + [[r[3], r[2], f"{r[1]}/{r[0]}"] for r in rows])
+    code, out = run_cli(medkd.cli, ["audit", neh, "--format", "manifest", "--no-near-duplicates"], capsys)
+    assert code == 1 and "'link.jpg' is a symbolic link leading outside the data root" in out
+
+
+def test_wflw_list_path_leading_outside_the_images(tmp_path, capsys):
+    root = tmp_path / "WFLW"
+    (root / "WFLW_images").mkdir(parents=True)
+    (root / "WFLW_annotations" / "list_98pt_rect_attr_train_test").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "secret.jpg"), np.zeros((64, 64, 3), np.uint8))
+    points = " ".join(f"{10 + i % 40} {12 + i % 37}" for i in range(98))
+    line = f"{points} 5 5 60 60 0 0 0 0 0 0 ../../secret.jpg\n"
+    lists = root / "WFLW_annotations" / "list_98pt_rect_attr_train_test"
+    for part in ("train", "test"):
+        (lists / f"list_98pt_rect_attr_{part}.txt").write_text(line)
+    code, out = run_cli(facekd.cli, ["audit", root, "--format", "wflw"], capsys)
+    assert code == 1 and "image path '../../secret.jpg' leads outside WFLW_images/" in out

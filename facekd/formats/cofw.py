@@ -55,9 +55,11 @@ class MatFaces:
         except DataError:
             self.close()
             raise
-        except (OSError, ValueError, NotImplementedError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, NotImplementedError, KeyError, TypeError, IndexError,
+                scipy.io.matlab.MatReadError) as exc:  # a file of a few bytes fails inside scipy's header parser
             self.close()
-            raise DataError(f"{self.path}: cannot read this MATLAB file ({exc})") from None
+            raise DataError(f"{self.path}: cannot read this MATLAB file ({exc or type(exc).__name__}; "
+                            f"{self.path.stat().st_size} bytes)") from None
 
     def _check_shapes(self) -> None:
         n = len(self._images)

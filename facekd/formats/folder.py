@@ -14,13 +14,14 @@ from typing import Iterator
 import numpy as np
 
 from kdcore.errors import DataError
+from kdcore.textfiles import utf8_error
 from facekd.io import read_pts
 
 from .records import FaceRecord, ItemError, check_landmarks, image_size, split_message
 
 __all__ = ["IMAGE_SUFFIXES", "SUBJECTS_FILE", "find_pairs", "scan_pairs", "scan_folder", "has_subject_file"]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".webp"})
 SUBJECTS_FILE = "subjects.csv"
 
 
@@ -40,19 +41,19 @@ def find_pairs(directory: Path, recursive: bool = True, id_base: Path | None = N
     """
     id_base = directory if id_base is None else id_base
     images: dict[Path, list[Path]] = {}
-    pts_files: list[Path] = []
+    pts_files: dict[Path, Path] = {}  # by the path without suffix: `image.PTS` belongs to `image.png`
     for path in _visible_files(directory, recursive):
         suffix = path.suffix.lower()
         if suffix in IMAGE_SUFFIXES:
-            images.setdefault(path.with_suffix(".pts"), []).append(path)
+            images.setdefault(path.with_suffix(""), []).append(path)
         elif suffix == ".pts":
-            pts_files.append(path)
+            pts_files[path.with_suffix("")] = path
     pairs, errors = [], []
-    pts_set = set(pts_files)
-    for pts, owners in sorted(images.items()):
-        if pts not in pts_set:
-            errors += [ItemError("missing_pair", str(image), f"image has no .pts file beside it (expected {pts.name})",
-                                 _record_id(image, id_base)) for image in owners]
+    for stem, owners in sorted(images.items()):
+        pts = pts_files.get(stem)
+        if pts is None:
+            errors += [ItemError("missing_pair", str(image), f"image has no .pts file beside it (expected "
+                                 f"{stem.name}.pts)", _record_id(image, id_base)) for image in owners]
         elif len(owners) > 1:
             errors.append(ItemError("missing_pair", str(pts), "claimed by several images: "
                                     + ", ".join(p.name for p in owners) + " (keep one image per .pts)",
@@ -60,7 +61,7 @@ def find_pairs(directory: Path, recursive: bool = True, id_base: Path | None = N
         else:
             pairs.append((owners[0], pts))
     errors += [ItemError("missing_pair", str(pts), "no image beside this .pts file", _record_id(pts, id_base))
-               for pts in pts_files if pts not in images]
+               for stem, pts in sorted(pts_files.items()) if stem not in images]
     return pairs, errors
 
 
@@ -139,7 +140,10 @@ def _read_subjects(csv_path: Path) -> tuple[dict[str, str], list[ItemError]]:
                                             f"then {subject!r})"))
                     continue
                 subjects[key] = subject
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:
+        line, reason = utf8_error(csv_path) or (1, "not UTF-8")
+        return {}, [ItemError("bad_subjects_file", f"{csv_path}:{line}", reason)]
+    except (OSError, csv.Error) as exc:
         return {}, [ItemError("bad_subjects_file", str(csv_path), f"cannot read ({exc})")]
     return subjects, errors
 

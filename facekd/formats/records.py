@@ -121,7 +121,13 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """
     try:
         with Image.open(path) as image:
-            return image.size
+            width, height = image.size
+            # read_image turns EXIF-rotated photographs upright; the size must describe the same pixels
+            try:
+                turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            except Exception:  # noqa: BLE001 - unreadable EXIF (a cut file): decoding reports what is wrong
+                turned = False
+            return (height, width) if turned else (width, height)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError) as exc:

@@ -102,6 +102,11 @@ def _scan_part(root: Path, part: str, attribute: str | None, check_bounds: bool)
         if attribute is not None and not attributes[attribute]:
             continue
         image = root / "WFLW_images" / relative
+        images_root = (root / "WFLW_images").resolve()
+        if Path(relative).is_absolute() or ".." in Path(relative).parts or images_root not in image.resolve().parents:
+            yield ItemError("bad_annotation", where, f"image path {relative!r} leads outside WFLW_images/ "
+                            "(absolute, '..' or a symbolic link): refused", record_id)
+            continue
         if image not in sizes:
             sizes[image] = _image_status(image, check_bounds)
         size, failure = sizes[image]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from kdcore.errors import DataError
+from kdcore.textfiles import utf8_error
 
 from .records import IMAGE_SUFFIXES
 
@@ -43,6 +44,15 @@ class FileIndex:
                 rel = (base / name).as_posix() if str(base) != "." else name
                 self.exact.add(rel)
                 self.folded[rel.lower()].append(rel)
+
+    def escapes(self, rel: str) -> str | None:
+        """Why ``rel`` (found on disk) is not inside the data root: a symbolic link (or a linked folder on
+        the way) that leads outside it; None when it stays inside."""
+        target = (self.root / rel).resolve()
+        root = self.root.resolve()
+        if target == root or root in target.parents:
+            return None
+        return f"{rel!r} is a symbolic link leading outside the data root (to {target})"
 
     def find(self, rel: str) -> Match | list[str] | None:
         """The file for ``rel``: a :class:`Match`, a list of candidates when ambiguous, or ``None``."""
@@ -98,6 +108,10 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]
                     raise DataError(f"{path}:{reader.line_num}: {len(values)} fields but the header has {len(header)}")
                 padded = values + [""] * (len(header) - len(values))
                 rows.append((reader.line_num, {h: v.strip() for h, v in zip(header, padded)}))
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+        except UnicodeDecodeError:
+            # The reader decodes ahead in blocks: its line count says where it was, not where the bad byte is.
+            line, reason = utf8_error(path) or (max(1, reader.line_num), "not UTF-8")
+            raise DataError(f"{path}:{line}: {reason}") from None
+        except csv.Error as exc:
+            raise DataError(f"{path}:{max(1, reader.line_num)}: malformed CSV ({exc})") from None
     return header, rows

@@ -89,6 +89,10 @@ def scan_manifest(root: str | Path, classes: Sequence[str] | None = None) -> Sca
             scan.add("blocking", "missing_file", csv_file, f"path {get['path']!r}: no such image under {data_root}",
                      line)
             continue
+        escape = index.escapes(match.rel)
+        if escape:
+            scan.add("blocking", "bad_path", csv_file, f"path: {escape}", line)
+            continue
         if match.case_mismatch:
             scan.add("warning", "case_mismatch", csv_file,
                      f"path {get['path']!r} matched {match.rel!r} on disk only ignoring letter case", line, match.rel)

@@ -164,6 +164,10 @@ def _resolve(scan: Scan, csv_file: Path, line: int, index: FileIndex, directory:
     if match is None:
         scan.add("blocking", "missing_file", csv_file, f"Directory {directory!r}: no such file under {scan.root}", line)
         return None
+    escape = index.escapes(match.rel)
+    if escape:
+        scan.add("blocking", "bad_path", csv_file, f"Directory: {escape}", line)
+        return None
     if match.case_mismatch:
         scan.add("warning", "case_mismatch", csv_file,
                  f"Directory {directory!r} matched {match.rel!r} on disk only ignoring letter case", line, match.rel)

@@ -38,6 +38,9 @@ class OCTRecord:
     visit: str | None = None
     official_split: str | None = None
     frame: int | None = None  # 0-based B-scan of a volume file (data.format volumes); None for image files
+    # Set by medkd.privacy.pseudonymise: the raw keys, kept in memory only (the split is made on them).
+    raw_patient: str | None = field(default=None, repr=False, compare=False)
+    raw_id: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from .atomic import atomic_open, atomic_torch_save, atomic_write_json
 from .errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "check_meta"]
+__all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "check_meta", "check_bound_meta",
+           "BOUND_KEYS"]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -51,12 +52,37 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
     """Final model weights as safetensors plus ``<path>.json`` metadata (architecture, fold, role, ...)."""
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    bound = {k: meta[k] for k in BOUND_KEYS if k in meta}
     with atomic_open(path, "wb") as f:
-        f.write(_safetensors_bytes(tensors))
+        f.write(_safetensors_bytes(tensors, {"kdvision": json.dumps(bound, sort_keys=True)}))
     atomic_write_json(path.with_suffix(".json"), meta)
 
 
-def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+# What the weights mean: kept inside the safetensors header too, so an edited model.json cannot relabel them.
+BOUND_KEYS = ("arch", "num_outputs", "in_chans", "classes", "task", "n_points", "scheme")
+
+
+def check_bound_meta(path: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Refuse a ``model.json`` whose class order, architecture or output count differ from what the weights
+    were saved with (weights written before this record existed are not checked)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = (f.metadata() or {}).get("kdvision")
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a valid safetensors file: {exc}") from None
+    if not header:
+        return
+    bound = json.loads(header)
+    wrong = [f"{k}: {meta.get(k)!r} in model.json, {v!r} in the weights" for k, v in bound.items()
+             if meta.get(k) != v]
+    if wrong:
+        raise CheckpointError(f"{Path(path).with_suffix('.json')}: does not describe {Path(path).name} ("
+                              + "; ".join(wrong) + "); model.json was edited: restore it")
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     from safetensors.torch import save
 
     # Tied weights would share storage; safetensors refuses shared tensors, so store copies.
@@ -66,7 +92,7 @@ def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
         ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
         unique[key] = tensor.clone() if ptr in seen and ptr != -1 else tensor
         seen[ptr] = key
-    return save(unique)
+    return save(unique, metadata=metadata)
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:

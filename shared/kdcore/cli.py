@@ -30,8 +30,10 @@ def lazy(module: str, name: str) -> Callable[[], Any]:
     return load
 
 
-def print_audit(report: Any, counts: str | None, out: Path | None) -> int:
-    """Print an audit's findings and counts, write its JSON to ``out``; exit status 1 when anything blocks."""
+def print_audit(report: Any, counts: str | None, out: Path | None,
+                redact: Callable[[Any], Any] | None = None) -> int:
+    """Print an audit's findings and counts, write its JSON to ``out`` (through ``redact.json`` when given: the
+    file may be shared, the terminal is the user's own); exit status 1 when anything blocks."""
     from .atomic import atomic_write_json
 
     for problem in report.problems:
@@ -39,7 +41,7 @@ def print_audit(report: Any, counts: str | None, out: Path | None) -> int:
     if counts:
         print(counts)
     if out:
-        atomic_write_json(out, report.to_dict())
+        atomic_write_json(out, redact.json(report.to_dict()) if redact is not None else report.to_dict())
         print(f"wrote {out}")
     blocking = len(report.blocking)
     print(f"{blocking} blocking problem(s), {len(report.problems) - blocking} other finding(s)")

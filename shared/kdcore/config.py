@@ -121,7 +121,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` (YAML 1.1): own keys override merged ones
+            continue
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise ConfigError(f"{loader.name}:{key_node.start_mark.line + 1}: a key must be a plain name, "
+                              f"got a {type(key).__name__} (complex key `? ...`)")
         if key in seen:
             raise ConfigError(
                 f"{loader.name}:{key_node.start_mark.line + 1}: duplicated key {key!r} "

@@ -28,7 +28,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from .atomic import atomic_write_json
 from .errors import DataError
 
-__all__ = ["PatientKFold", "FoldSplit", "FoldManifest", "make_fold_manifest", "load_manifest"]
+__all__ = ["PatientKFold", "FoldSplit", "FoldManifest", "make_fold_manifest", "load_manifest", "rename_groups"]
 
 
 class PatientKFold:
@@ -181,6 +181,29 @@ def make_fold_manifest(groups: Sequence[str], labels: Sequence[str] | None, n_fo
                             classes=sorted(set(labels_arr.tolist())) if labels_arr is not None else [])
     manifest.validate()
     return manifest
+
+
+def rename_groups(manifest: FoldManifest, rename: dict[str, str]) -> FoldManifest:
+    """The same folds under new group names (e.g. pseudonymous patient ids), each fold's list re-sorted.
+
+    Splitting on the raw ids and renaming afterwards keeps the folds a function of the data and the seed only.
+
+    Example:
+        >>> m = make_fold_manifest(["a", "a", "b", "c", "d"], None, n_folds=2, val_fraction=0.5, seed=0)
+        >>> renamed = rename_groups(m, {"a": "x", "b": "y", "c": "z", "d": "w"})
+        >>> [len(f.test) for f in renamed.folds] == [len(f.test) for f in m.folds]
+        True
+    """
+    missing = sorted({g for f in manifest.folds for g in (*f.train, *f.val, *f.test)} - set(rename))
+    if missing:
+        raise DataError(f"cannot rename {len(missing)} {manifest.group_name}(s) of the manifest, e.g. {missing[:3]}")
+    folds = [FoldSplit(fold=f.fold, train=sorted(rename[g] for g in f.train), val=sorted(rename[g] for g in f.val),
+                       test=sorted(rename[g] for g in f.test), class_counts=f.class_counts) for f in manifest.folds]
+    renamed = FoldManifest(folds=folds, seed=manifest.seed, n_folds=manifest.n_folds,
+                           val_fraction=manifest.val_fraction, group_name=manifest.group_name,
+                           n_items=manifest.n_items, n_groups=manifest.n_groups, classes=list(manifest.classes))
+    renamed.validate()
+    return renamed
 
 
 def load_manifest(path: str | os.PathLike) -> FoldManifest:

@@ -18,9 +18,9 @@ from .device import loader_options
 from .engine.distributed import (all_gather_objects, barrier, broadcast_object, is_distributed, is_main_process, rank,
                                  world_size)
 from .errors import ConfigError, DataError, KDError
-from .logs import get_logger, set_progress, setup_logging
+from .logs import add_log_redaction, get_logger, redact_paths, set_progress, setup_logging
 from .models import count_flops, count_parameters, measure_latency
-from .rundir import RunDir
+from .rundir import RunDir, release_run_folder
 from .sampling import SeededSampler
 from .seeding import derive_seed, seed_worker
 
@@ -59,20 +59,26 @@ def undo_new_folder_on_error(out: str | os.PathLike) -> Iterator[None]:
     """Remove the output folder this invocation made when it fails before any progress: a run with bad data,
     a bad split or a model that cannot be built, an export that fails its checks. Nothing half-written stays.
 
-    A folder that held something before is never touched, nor a run holding a finished model (``done.json``)
-    or a resumable checkpoint (``last.pt``): those are worth keeping for ``--resume``.
+    Files that were in the folder before are never touched, nor is a folder the user made, nor a run holding a
+    finished model (``done.json``) or a resumable checkpoint (``last.pt``): those are worth keeping for ``--resume``.
     """
     out = Path(out)
-    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+    existed = out.exists()
+    before = set(out.iterdir()) if existed and out.is_dir() else set()
     try:
         yield
     except BaseException:
         progress = out.is_dir() and any(p.name in ("done.json", "last.pt") for p in out.rglob("*"))
-        if fresh and not progress and out.is_dir() and is_main_process():
-            for child in out.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-            if not any(out.iterdir()):
+        held_a_run = out / "config.yaml" in before
+        if not progress and not held_a_run and out.is_dir() and is_main_process():
+            # Only what this invocation made goes: a user's files and folder stay, even an empty folder.
+            for child in set(out.iterdir()) - before:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            release_run_folder(out)
+            if not existed and not any(out.iterdir()):
                 out.rmdir()
+        elif out.is_dir() and is_main_process():
+            release_run_folder(out)
         raise
 
 
@@ -84,7 +90,8 @@ def open_run(recipe, out: str | os.PathLike) -> RunDir:
     problem = None
     if is_main_process():
         try:
-            run = RunDir.create(out, recipe, recipe.seed, comparable=comparable)
+            run = RunDir.create(out, recipe, recipe.seed, comparable=comparable,
+                                affects=getattr(type(recipe), "SECTION_MODELS", None))
         except KDError as exc:
             problem = exc
     problem = broadcast_object(problem)
@@ -95,6 +102,9 @@ def open_run(recipe, out: str | os.PathLike) -> RunDir:
         setup_logging(level="WARNING")
         return RunDir(out)
     setup_logging(logfile=run.path / "run.log")
+    # run.log may be shared with a report: it names the run folder and the data root, never where they are.
+    data_root = str(getattr(recipe.data, "root", None) or "")
+    add_log_redaction(redact_paths({str(run.path): "<run>", data_root: "<data root>"}))
     set_progress(recipe.runtime.progress)
     if world_size() > 1:
         import torch.distributed as dist
@@ -138,13 +148,16 @@ def finish_run(run: RunDir, runner: Any, tool: str, build_report: Callable[..., 
                seed: int) -> None:
     """Write the report when every fold of every model is done; otherwise say which folds are left."""
     log = get_logger(tool)
-    missing = runner.missing_folds()
-    if missing:
-        log.info("folds still to run: %s; run them (same recipe and --out), then `%s report %s`", missing, tool,
-                 run.path)
-    elif build_report is not None:
-        build_report(run.path, n_boot=n_boot, seed=seed)
-        log.info("report: %s", run.path / "report.html")
+    try:
+        missing = runner.missing_folds()
+        if missing:
+            log.info("folds still to run: %s; run them (same recipe and --out), then `%s report %s`", missing, tool,
+                     run.path)
+        elif build_report is not None:
+            build_report(run.path, n_boot=n_boot, seed=seed)
+            log.info("report: %s", run.path / "report.html")
+    finally:
+        release_run_folder(run.path)
 
 
 def manifest_for_run(run: RunDir, manifest: FoldManifest) -> FoldManifest:
@@ -155,8 +168,8 @@ def manifest_for_run(run: RunDir, manifest: FoldManifest) -> FoldManifest:
     if broadcast_object(path.exists()):
         stored = load_manifest(path)
         if stored.sha != manifest.sha:
-            raise DataError(f"{path}: the data or split settings changed since this run started "
-                            f"(manifest {stored.sha} vs {manifest.sha}); use a new --out")
+            raise DataError(f"{path}: the data, the split settings or the id pseudonymisation key changed since this "
+                            f"run started (manifest {stored.sha} vs {manifest.sha}); use a new --out")
         return stored
     if is_main_process():
         manifest.save(path)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["read_image", "check_image_bytes", "ImageReadError"]
+__all__ = ["read_image", "check_image_bytes", "ImageReadError", "exif_orientation", "apply_exif_orientation"]
 
 cv2.setNumThreads(1)  # DataLoader workers already parallelise; nested OpenCV threads oversubscribe 2 cores.
 
@@ -43,7 +43,8 @@ def _format(buffer: np.ndarray) -> str:
 
 
 def check_image_bytes(path: str | os.PathLike, buffer: np.ndarray) -> str:
-    """Raise :class:`ImageReadError` for empty or truncated files; return the detected format."""
+    """Raise :class:`ImageReadError` for empty or truncated files; return the detected format
+    (``"unknown"`` for formats without an end marker check, which the decoder then decides on)."""
     if buffer.size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
     kind = _format(buffer)
@@ -52,9 +53,52 @@ def check_image_bytes(path: str | os.PathLike, buffer: np.ndarray) -> str:
         raise ImageReadError(path, f"truncated JPEG (no end-of-image marker; {buffer.size} bytes)")
     if kind == "png" and not tail.endswith(b"IEND\xaeB`\x82"):
         raise ImageReadError(path, f"truncated PNG (no IEND chunk; {buffer.size} bytes)")
-    if kind == "unknown":
-        raise ImageReadError(path, "not a JPEG, PNG, TIFF or BMP image")
-    return kind
+    return kind  # other formats (PPM/PGM, WebP, ...) are accepted when a decoder reads them: see read_image
+
+
+def exif_orientation(data: np.ndarray | bytes) -> int:
+    """The EXIF Orientation tag (1..8) of an encoded image, 1 when there is none or it cannot be read.
+
+    ``IMREAD_UNCHANGED`` ignores it, so a phone photograph would otherwise be read lying on its side.
+    """
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as image:
+            value = int(image.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - no readable EXIF is the common case, not an error
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _may_have_exif(kind: str, buffer: np.ndarray) -> bool:
+    """A cheap look for an EXIF block, so B-scans without one pay nothing for the check."""
+    if kind == "bmp":
+        return False
+    if kind == "jpeg":
+        return b"Exif\x00\x00" in buffer[:65536].tobytes()
+    if kind == "png":
+        return b"eXIf" in buffer.tobytes()
+    return True
+
+
+def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Pixels as they are meant to be displayed (what PIL's ``ImageOps.exif_transpose`` does)."""
+    if orientation in (2, 4, 5, 7):
+        image = image[:, ::-1] if orientation == 2 else image[::-1] if orientation == 4 else image
+    if orientation == 3:
+        image = image[::-1, ::-1]
+    elif orientation == 5:
+        image = np.swapaxes(image, 0, 1)
+    elif orientation == 6:
+        image = np.swapaxes(image, 0, 1)[:, ::-1]
+    elif orientation == 7:
+        image = np.swapaxes(image, 0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        image = np.swapaxes(image, 0, 1)[::-1]
+    return np.ascontiguousarray(image)
 
 
 def read_image(path: str | os.PathLike, mode: Literal["gray", "rgb"] = "rgb", allow_alpha: bool = False) -> np.ndarray:
@@ -81,7 +125,10 @@ def read_image(path: str | os.PathLike, mode: Literal["gray", "rgb"] = "rgb", al
     kind = check_image_bytes(path, buffer)
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise ImageReadError(path, "cannot decode image data (corrupt file)")
+        raise ImageReadError(path, "cannot decode image data (corrupt file)" if kind != "unknown" else
+                             "not an image format the decoders read (JPEG, PNG, TIFF, BMP, PPM/PGM, WebP, ...)")
+    if _may_have_exif(kind, buffer):
+        image = apply_exif_orientation(image, exif_orientation(buffer))
     if image.dtype != np.uint8:
         raise ImageReadError(path, f"unsupported bit depth {image.dtype} (expected 8-bit)")
     channels = 1 if image.ndim == 2 else image.shape[2]

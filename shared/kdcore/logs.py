@@ -10,19 +10,69 @@ from typing import Iterable, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["setup_logging", "get_logger", "progress", "progress_enabled", "TensorBoardLogger"]
+__all__ = ["setup_logging", "get_logger", "progress", "progress_enabled", "TensorBoardLogger", "add_log_redaction",
+           "redact_paths"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 T = TypeVar("T")
 _progress_wanted = True
+_redactions: list = []  # callables str -> str applied to run.log lines (not to the terminal)
+
+
+class _SafeFormatter(logging.Formatter):
+    """Never lets a file name in an odd encoding (a Latin-1 byte decoded as a surrogate) raise while logging:
+    it is written as a backslash escape, and the line is kept."""
+
+    def __init__(self, *args, redact: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if self._redact:
+            for rewrite in list(_redactions):
+                text = rewrite(text)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def redact_paths(replacements: dict[str, str]):
+    """``text -> text`` with each absolute path (and its resolved form) replaced by its token, longest first.
+
+    Example:
+        >>> redact_paths({"/home/me/runs/r1": "<run>"})("wrote /home/me/runs/r1/report.html")
+        'wrote <run>/report.html'
+    """
+    import re
+
+    pairs: dict[str, str] = {}
+    for path, token in replacements.items():
+        if not path:
+            continue
+        variants = {str(path), str(Path(path).absolute())}
+        try:
+            variants.add(str(Path(path).resolve()))
+        except OSError:
+            pass
+        for variant in variants:
+            if len(variant.rstrip("/")) > 1:
+                pairs[variant.rstrip("/")] = token
+    if not pairs:
+        return lambda text: text
+    pattern = re.compile("|".join(re.escape(k) + r"(?![\w.-])" for k in sorted(pairs, key=len, reverse=True)))
+    return lambda text: pattern.sub(lambda m: pairs[m.group(0)], text)
+
+
+def add_log_redaction(rewrite) -> None:
+    """Apply ``rewrite(text) -> text`` to every later line of the run's log file (e.g. machine paths, raw ids)."""
+    _redactions.append(rewrite)
 
 
 def setup_logging(level: int | str = logging.INFO, logfile: str | os.PathLike | None = None) -> None:
     """Configure the root logger once: console on stderr, and a run's ``run.log`` when given."""
     root = logging.getLogger()
     root.setLevel(level)
-    formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
+    formatter = _SafeFormatter(LOG_FORMAT, DATE_FORMAT)
     if not any(getattr(h, "_kdvision", False) and not isinstance(h, logging.FileHandler) for h in root.handlers):
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(formatter)
@@ -33,8 +83,9 @@ def setup_logging(level: int | str = logging.INFO, logfile: str | os.PathLike | 
             root.removeHandler(handler)
             handler.close()
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(logfile, encoding="utf-8")
-        file_handler.setFormatter(formatter)
+        _redactions.clear()  # a new run folder: the previous run's rewrites do not apply
+        file_handler = logging.FileHandler(logfile, encoding="utf-8", errors="backslashreplace")
+        file_handler.setFormatter(_SafeFormatter(LOG_FORMAT, DATE_FORMAT, redact=True))
         file_handler._kdvision = True  # type: ignore[attr-defined]
         root.addHandler(file_handler)
     for noisy in ("PIL", "matplotlib", "h5py"):

@@ -28,7 +28,81 @@ import yaml
 from .atomic import atomic_write_json, atomic_write_text
 from .errors import ConfigError, KDError
 
-__all__ = ["RunDir", "environment_info", "default_run_dir"]
+__all__ = ["RunDir", "environment_info", "default_run_dir", "lock_run_folder", "release_run_folder",
+           "remove_orphan_temporaries", "LOCK_NAME"]
+
+LOCK_NAME = ".run.lock"
+_held_locks: dict[str, int] = {}  # resolved run folder -> open descriptor holding its flock
+
+
+def lock_run_folder(path: str | os.PathLike) -> None:
+    """Take the exclusive lock of a run folder for this process (again: a no-op), or raise naming the holder.
+
+    ``flock`` dies with its process, so the lock of a killed run is free at once: its stale ``.run.lock``
+    file is simply taken over. Released by :func:`release_run_folder` or when the process exits.
+    """
+    import fcntl
+    import socket
+
+    folder = Path(path)
+    key = str(folder.resolve())
+    if key in _held_locks:
+        return
+    lock_path = folder / LOCK_NAME
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise KDError(f"{folder}: another run is writing this folder (process {holder}); wait for it to "
+                          "finish, or choose another --out") from None
+        try:  # the holder may have removed the file between our open and our lock: lock the current one
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode())
+    _held_locks[key] = fd
+
+
+def release_run_folder(path: str | os.PathLike) -> None:
+    """Remove the lock file and release the lock (if this process holds it)."""
+    key = str(Path(path).resolve())
+    fd = _held_locks.pop(key, None)
+    if fd is None:
+        return
+    try:
+        (Path(key) / LOCK_NAME).unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _release_all() -> None:
+    for key in list(_held_locks):
+        release_run_folder(key)
+
+
+import atexit  # noqa: E402 - registered beside the state it cleans up
+
+atexit.register(_release_all)
+
+
+def remove_orphan_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.<random>.tmp`` files a killed atomic write left in a run folder (we hold its lock,
+    so no writer of ours is using them); returns what was removed."""
+    removed = []
+    for tmp in Path(path).rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 TRACKED_PACKAGES = ("kdvision", "torch", "torchvision", "timm", "monai", "albumentations", "numpy", "scikit-learn",
                     "scipy", "opencv-python-headless", "onnx", "onnxruntime",
@@ -90,23 +164,39 @@ class RunDir:
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, path: str | os.PathLike, config: Any, seed: int, comparable: dict | None = None) -> "RunDir":
+    def create(cls, path: str | os.PathLike, config: Any, seed: int, comparable: dict | None = None,
+               affects: dict[str, Any] | None = None) -> "RunDir":
         """Create (or reuse, for another set of folds or a resume) the run folder and record the setup.
 
         ``comparable`` is the part of the config that must match when the folder already holds a run,
         so that fold jobs split over machines and resumed runs cannot mix two different experiments.
+        ``affects`` maps a section to the models it changes (``{"student": ["student", "baseline"]}``): a
+        changed section listed there is accepted once those models have nothing in ``folds/`` (they are then
+        retrained, the others kept), and otherwise the error names exactly the folders to delete.
         """
         run = cls(path)
         run._ensure_writable()
+        lock_run_folder(run.path)
+        if (run.path / "config.yaml").exists():  # a run resumed after a kill: its writes were cut short
+            remove_orphan_temporaries(run.path)
         resolved = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
         stored = run.path / "config.yaml"
         if stored.exists() and comparable is not None:
-            previous = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
+            try:
+                previous = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{stored}: the run's recorded recipe is not valid YAML ({type(exc).__name__}); "
+                                  "it cannot be resumed: choose a new --out") from None
+            if not isinstance(previous, dict):
+                raise ConfigError(f"{stored}: the run's recorded recipe is not a mapping of keys (got "
+                                  f"{type(previous).__name__}); it cannot be resumed: choose a new --out")
             mismatched = sorted(k for k in comparable if previous.get(k) != comparable[k])
-            if mismatched:
+            if mismatched and (affects is None or any(k not in affects for k in mismatched)):
                 raise ConfigError(
                     f"{run.path}: holds a run with a different recipe (differs in: {', '.join(mismatched)}); "
                     "choose a new --out, or run with the same recipe to resume or add folds")
+            if mismatched:
+                run._check_retrainable(mismatched, affects or {})
         atomic_write_text(stored, yaml.safe_dump(resolved, sort_keys=False))
         env = environment_info(seed)
         env_file = run.path / "environment.json"
@@ -114,6 +204,17 @@ class RunDir:
             env["previous_invocations"] = _previous_invocations(env_file)
         atomic_write_json(env_file, env)
         return run
+
+    def _check_retrainable(self, sections: list[str], affects: dict[str, Any]) -> None:
+        models = sorted({m for k in sections for m in affects[k]})
+        kept = [p for m in models for p in sorted(self.path.glob(f"folds/fold_*/{m}"))
+                if p.is_dir() and any(p.iterdir())]
+        if kept:
+            listed = " ".join(str(p) for p in kept)
+            raise ConfigError(
+                f"{self.path}: holds a run made with another {', '.join(sections)} section, which changes only the "
+                f"{', '.join(models)} model(s). To keep the other models and retrain these: delete {listed}, then "
+                "run again with --resume; or choose a new --out")
 
     def _ensure_writable(self) -> None:
         try:

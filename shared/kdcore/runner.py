@@ -13,6 +13,7 @@ as separate jobs (``--folds 0,1`` here, ``--folds 2,3,4`` elsewhere) and be merg
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -60,19 +61,20 @@ class ModelSpec:
 
 def parse_folds(text: str | None, n_folds: int) -> list[int]:
     """``"0,2"`` or ``"1-3"`` -> fold list; None -> all folds."""
-    if not text:
+    if text is None:
         return list(range(n_folds))
     folds: list[int] = []
     for part in text.split(","):
         part = part.strip()
         try:
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                folds.extend(range(lo, hi + 1))
-            else:
-                folds.append(int(part))
+            lo, hi = (int(x) for x in part.split("-", 1)) if "-" in part.lstrip("-") else (int(part), int(part))
         except ValueError:
             raise ConfigError(f"--folds {text!r}: expected fold numbers like 0,1 or 2-4") from None
+        if hi < lo:  # an empty range would train nothing and still exit 0
+            raise ConfigError(f"--folds {text!r}: range {part!r} is empty (write it low-high, e.g. 0-1)")
+        folds.extend(range(lo, hi + 1))
+    if not folds:
+        raise ConfigError(f"--folds {text!r}: no fold given")
     bad = [k for k in folds if not 0 <= k < n_folds]
     if bad:
         raise ConfigError(f"--folds {text!r}: folds {bad} outside 0..{n_folds - 1}")
@@ -142,8 +144,12 @@ class FoldRunner:
                 output = spec.train(context)
                 if is_main_process():
                     write_predictions(model_dir / "predictions.csv", output.predictions, output.columns)
+                    # The report checks the file against this record: a truncated copy is refused, not scored.
+                    written = {"rows": len(output.predictions),
+                               "sha256": hashlib.sha256((model_dir / "predictions.csv").read_bytes()).hexdigest()}
                     atomic_write_json(model_dir / "done.json", {"model": spec.name, "fold": fold,
-                                                                "manifest": self.manifest.sha, **output.info})
+                                                                "manifest": self.manifest.sha, **output.info,
+                                                                "predictions": written})
                 barrier()  # models of this fold that depend on this one read its files on every rank
 
     def completed_folds(self, name: str) -> list[int]:

@@ -65,6 +65,7 @@ def make_face_run(base: Path, size: int = 32, data_root: Path | None = None, rep
         folder = run / "folds" / f"fold_{fold}" / "student"
         folder.mkdir(parents=True)
         save_weights(folder / "model.safetensors", model.state_dict(), meta)
+        (folder / "done.json").write_text(json.dumps({"model": "student", "fold": fold, "manifest": manifest.sha}))
     if report:
         summary = {"nme": {"mean": 0.0612, "std": 0.004, "ci95": [0.055, 0.068]},
                    "fr": {"mean": 0.031, "std": 0.01, "ci95": [0.01, 0.05]},

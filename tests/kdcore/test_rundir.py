@@ -101,3 +101,38 @@ def test_progress_bars_are_quiet_under_ci(monkeypatch):
 
     monkeypatch.setenv("CI", "1")
     assert not progress_enabled()
+
+
+def test_resume_removes_the_temporaries_a_killed_write_left(tmp_path):
+    from kdcore.rundir import RunDir, release_run_folder
+
+    config = {"name": "x", "seed": 0}
+    RunDir.create(tmp_path / "run", config, 0, comparable=config)
+    orphan = tmp_path / "run" / "folds" / "fold_0" / "teacher" / ".predictions.csv.abc123.tmp"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text("half")
+    release_run_folder(tmp_path / "run")
+    RunDir.create(tmp_path / "run", config, 0, comparable=config)
+    release_run_folder(tmp_path / "run")
+    assert not orphan.exists() and (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_changed_section_names_the_folders_to_delete_then_is_accepted(tmp_path):
+    from kdcore.errors import ConfigError
+    from kdcore.rundir import RunDir, release_run_folder
+
+    old, new = {"seed": 0, "student": {"t": 4}}, {"seed": 0, "student": {"t": 2}}
+    affects = {"student": ["student"]}
+    RunDir.create(tmp_path / "run", old, 0, comparable=old, affects=affects)
+    release_run_folder(tmp_path / "run")
+    (tmp_path / "run" / "folds" / "fold_0" / "student").mkdir(parents=True)
+    (tmp_path / "run" / "folds" / "fold_0" / "student" / "done.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"another student section, which changes only the student model\(s\)\. "
+                                          r"To keep the other models and retrain these: delete .*fold_0/student"):
+        RunDir.create(tmp_path / "run", new, 0, comparable=new, affects=affects)
+    release_run_folder(tmp_path / "run")
+    (tmp_path / "run" / "folds" / "fold_0" / "student" / "done.json").unlink()
+    RunDir.create(tmp_path / "run", new, 0, comparable=new, affects=affects)
+    release_run_folder(tmp_path / "run")
+    with pytest.raises(ConfigError, match="differs in: seed"):
+        RunDir.create(tmp_path / "run", {**new, "seed": 1}, 1, comparable={**new, "seed": 1}, affects=affects)

@@ -59,6 +59,7 @@ def make_oct_run(base: Path, size: int = 32, data_root: Path | None = None, scor
         folder = run / "folds" / f"fold_{fold}" / "student"
         folder.mkdir(parents=True)
         save_weights(folder / "model.safetensors", model.state_dict(), meta)
+        (folder / "done.json").write_text(json.dumps({"model": "student", "fold": fold, "manifest": manifest.sha}))
     if report:
         summary = {"accuracy": {"mean": 0.875, "std": 0.02, "ci95": [0.81, 0.93]},
                    "ece": {"mean": 0.061, "std": 0.01, "ci95": [0.04, 0.08]}}
@@ -301,3 +302,32 @@ def test_running_the_bundle_leaves_gradients_on():
     import torch
 
     assert torch.is_grad_enabled(), "an earlier in-process bundle run switched autograd off for the whole process"
+
+
+def test_edited_or_interrupted_exports_and_unfinished_folds_are_refused(exported, tmp_path):
+    from medkd.predictor import OCTClassifier
+
+    run, out, _ = exported
+    copy = Path(shutil.copytree(out, tmp_path / "copy", ignore=shutil.ignore_patterns("bundle")))
+    OCTClassifier.load(copy)  # whole: accepted
+    contract = json.loads((copy / "model.json").read_text())
+    contract["classes"] = contract["classes"][::-1]  # would relabel every probability column
+    (copy / "model.json").write_text(json.dumps(contract))
+    with pytest.raises(KDError, match="model.json: changed after the export was made"):
+        OCTClassifier.load(copy)
+    (copy / "export_complete.json").unlink()  # as if killed before the export finished
+    with pytest.raises(KDError, match="incomplete export"):
+        OCTClassifier.load(copy)
+    with pytest.raises(KDError, match="model.json: does not describe model.safetensors"):
+        OCTClassifier.load(copy / "model.safetensors")  # a file with its sidecar: the weights' own record refuses
+
+    edited = Path(shutil.copytree(run, tmp_path / "run"))
+    meta_path = edited / "folds" / "fold_1" / "student" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    for key, value in (("classes", meta["classes"][::-1]), ("arch", "resnet10t")):
+        meta_path.write_text(json.dumps({**meta, key: value}))
+        with pytest.raises(KDError, match=f"{key}: .* in model.json, .* in the weights"):
+            export_run(edited, folds=1, formats="onnx", out_dir=tmp_path / f"bad_{key}")
+    (edited / "folds" / "fold_0" / "student" / "done.json").unlink()
+    with pytest.raises(KDError, match=r"fold\(s\) \[0\] have no finished 'student'"):
+        export_run(edited, folds=0, formats="onnx", out_dir=tmp_path / "unfinished")

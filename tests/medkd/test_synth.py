@@ -150,3 +150,21 @@ def test_demo_sized_dataset_is_fast(tmp_path):
     seconds = time.perf_counter() - start
     assert 150 <= summary.n_images <= 360
     assert seconds < 20, f"{summary.n_images} images took {seconds:.1f} s"  # about 2-3 s on 2 free cores
+
+
+def test_synthetic_data_half_written_by_a_killed_run_is_written_again(tmp_path):
+    from medkd.config import OCTRecipe
+    from medkd.data_prep import resolve_data
+
+    recipe = OCTRecipe.model_validate({"data": {"synthetic": {"patients": 3, "image_size": [96, 64],
+                                                              "scans_per_eye": [1, 1]}}})
+    partial = tmp_path / "run" / "data" / "CNV" / "1" / "OD"
+    partial.mkdir(parents=True)
+    (partial / "001_CNV.jpg").write_bytes(b"\xff\xd8 cut short")  # killed before data_information.csv
+    root, fmt = resolve_data(recipe, tmp_path / "run")
+    assert fmt == "neh" and len(load_neh(root, subset="all")) >= 3
+    mine = tmp_path / "mine"
+    (mine / "CNV").mkdir(parents=True)
+    (mine / "CNV" / "x.jpg").write_bytes(b"not ours")
+    with pytest.raises(ConfigError, match="folder is not empty"):  # a folder the user named is never wiped
+        resolve_data(recipe.model_copy(update={"data": recipe.data.model_copy(update={"root": str(mine)})}), None)

@@ -17,8 +17,8 @@ from .runs import (RunModel, find_run_models, load_run_model, lower_is_better, p
                    report_means, run_data_root, run_items, run_source, select_folds)
 from .runtime import (load_runner, machine_info, measure_latency_ms, onnx_runner, package_versions, resolve_export,
                       torch_runner, torchscript_runner)
-from .sidecar import (SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, assert_no_absolute_paths, find_absolute_paths,
-                      read_sidecar, write_sidecar)
+from .sidecar import (COMPLETE_MARKER, SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, assert_no_absolute_paths,
+                      check_export_complete, find_absolute_paths, read_sidecar, write_export_marker, write_sidecar)
 from .torchscript import export_torchscript
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
     "SIDECAR", "ONNX_OPSET", "ATOL", "RTOL", "ParityCheck", "export_onnx", "export_torchscript", "compare_outputs",
     "check_parity", "write_parity", "export_model", "parse_formats", "measure_latency_ms", "measure_export_latency", "machine_info",
     "package_versions", "SIDECAR_FORMAT", "SIDECAR_VERSION", "write_sidecar", "read_sidecar", "find_absolute_paths",
-    "assert_no_absolute_paths",
+    "assert_no_absolute_paths", "COMPLETE_MARKER", "write_export_marker", "check_export_complete",
     # running exported files
     "onnx_runner", "torchscript_runner", "torch_runner", "resolve_export", "load_runner",
     # reading run folders

@@ -37,16 +37,21 @@ def find_run_models(run_dir: str | os.PathLike, model: str = "student") -> dict[
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise KDError(f"{run_dir}: not a run folder (no config.yaml)")
-    found = {}
+    found, unfinished = {}, []
     for weights in sorted(run_dir.glob(f"folds/fold_*/{model}/model.safetensors")):
         try:
             fold = int(weights.parent.parent.name.split("_", 1)[1])
         except ValueError:
             continue
+        if not (weights.parent / "done.json").is_file():  # the runner decides "finished", by done.json alone
+            unfinished.append(fold)
+            continue
         found[fold] = RunModel(run_dir, fold, model, weights, read_meta(weights))
     if not found:
         names = sorted({p.name for p in run_dir.glob("folds/fold_*/*") if p.is_dir()})
-        raise KDError(f"{run_dir}: no trained {model!r} weights (folds/fold_<k>/{model}/model.safetensors)"
+        raise KDError(f"{run_dir}: no trained {model!r} weights (folds/fold_<k>/{model}/model.safetensors with "
+                      "its done.json)" + (f"; fold(s) {unfinished} not finished (no done.json): --resume the run first"
+                                      if unfinished else "")
                       + (f"; models present: {', '.join(names)}" if names else ""))
     return found
 
@@ -92,22 +97,29 @@ def select_folds(models: Mapping[int, RunModel], folds: int | Sequence[int] | st
     missing = [k for k in wanted if k not in models]
     if missing:
         name = next(iter(models.values())).name
-        raise KDError(f"fold(s) {missing} have no trained {name!r} (available: {available})")
+        raise KDError(f"fold(s) {missing} have no finished {name!r} (a fold counts once its done.json is written; "
+                      f"available: {available})")
     return sorted(set(wanted))
 
 
 def load_run_model(entry: RunModel) -> Any:
     """Rebuild the architecture from ``model.json`` and load the weights (no hub access, CPU, eval mode)."""
-    from ..checkpoint import load_weights
+    from ..checkpoint import check_bound_meta, load_weights
     from ..models import create_model
 
     meta = entry.meta
+    check_bound_meta(entry.weights, meta)  # an edited class order or architecture is refused, not exported
     missing = [k for k in ("arch", "num_outputs") if k not in meta]
     if missing:
         raise KDError(f"{entry.weights.with_suffix('.json')}: missing keys {missing}")
     model = create_model(meta["arch"], int(meta["num_outputs"]), pretrained=False,
                          in_chans=int(meta.get("in_chans", 3)))
-    result = model.load_state_dict(load_weights(entry.weights), strict=False)
+    try:
+        result = model.load_state_dict(load_weights(entry.weights), strict=False)
+    except RuntimeError as exc:  # tensor shapes of another architecture or class count
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
+        raise KDError(f"{entry.weights}: weights do not fit {meta['arch']!r} with {meta['num_outputs']} outputs "
+                      f"as model.json says ({first[0].strip()})") from None
     if result.missing_keys or result.unexpected_keys:
         raise KDError(f"{entry.weights}: weights do not fit {meta['arch']!r} (missing {list(result.missing_keys)[:5]}, "
                       f"unexpected {list(result.unexpected_keys)[:5]})")

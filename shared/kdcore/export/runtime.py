@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from ..errors import KDError
-from .sidecar import SIDECAR, read_sidecar
+from .sidecar import COMPLETE_MARKER, SIDECAR, check_export_complete, read_sidecar
 
 __all__ = ["Runner", "onnx_runner", "torchscript_runner", "torch_runner", "resolve_export", "load_runner",
            "measure_latency_ms", "machine_info", "package_versions", "EXPORT_PACKAGES", "parse_device"]
@@ -203,9 +203,10 @@ def resolve_export(path: str | os.PathLike, backend: str | None) -> tuple[Path, 
 
 def _eager_runner(weights: Path, contract: Mapping[str, Any], device: str = "cpu") -> Runner:
     """Eager PyTorch: the timm architecture named in the sidecar with the exported weights."""
-    from ..checkpoint import load_weights
+    from ..checkpoint import check_bound_meta, load_weights
     from ..models import create_model
 
+    check_bound_meta(weights, dict(contract))
     model = create_model(contract["arch"], int(contract["num_outputs"]), pretrained=False,
                          in_chans=int(contract.get("in_chans", 3)))
     model.load_state_dict(load_weights(weights))
@@ -217,7 +218,10 @@ def load_runner(path: str | os.PathLike, backend: str | None = None, threads: in
     """The model function, its contract, the backend and the model file of an export, running on ``device``."""
     parse_device(device)
     model_file, sidecar, backend = resolve_export(path, backend)
-    contract = read_sidecar(sidecar)
+    contract = read_sidecar(sidecar)  # first, so a malformed sidecar is named for what is wrong with it
+    if Path(path).is_dir() or (model_file.parent / COMPLETE_MARKER).exists():
+        # A model file copied out with its sidecar alone has no marker to check; an export folder must have one.
+        check_export_complete(model_file.parent, [sidecar.name, model_file.name])
     if backend == "onnx":
         run = onnx_runner(model_file, threads, device)
     elif backend == "torchscript":

@@ -18,7 +18,9 @@ from ..atomic import atomic_write_json
 from ..errors import KDError
 
 __all__ = ["SIDECAR", "SIDECAR_FORMAT", "SIDECAR_VERSION", "write_sidecar", "read_sidecar", "find_absolute_paths",
-           "assert_no_absolute_paths"]
+           "assert_no_absolute_paths", "COMPLETE_MARKER", "write_export_marker", "check_export_complete"]
+
+COMPLETE_MARKER = "export_complete.json"  # written last by an export: the folder is whole
 
 SIDECAR = "model.json"  # beside model.onnx / model.ts / model.safetensors: Path(f).with_suffix(".json")
 SIDECAR_FORMAT, SIDECAR_VERSION = "kdvision-export", 1
@@ -112,3 +114,46 @@ def assert_no_absolute_paths(folder: str | os.PathLike, extra: Iterable[str | os
     if hits:
         listed = ", ".join(f"{file} contains {needle!r}" for file, needle in hits[:5])
         raise KDError(f"{folder}: exported files contain absolute paths of this machine: {listed}")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_export_marker(folder: str | os.PathLike) -> Path:
+    """Record the SHA-256 of every file of a finished export folder in ``export_complete.json``, written last:
+    an export killed earlier has no marker, and a file edited later (a reordered ``classes`` list in
+    ``model.json`` would relabel the outputs) no longer matches."""
+    folder = Path(folder)
+    files = {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name != COMPLETE_MARKER and not p.name.endswith(".tmp")}
+    target = folder / COMPLETE_MARKER
+    atomic_write_json(target, {"format": SIDECAR_FORMAT, "files": files})
+    return target
+
+
+def check_export_complete(folder: str | os.PathLike, used: Iterable[str | os.PathLike]) -> None:
+    """Refuse an export folder without its completion marker, or whose ``used`` files changed since."""
+    folder = Path(folder)
+    marker = folder / COMPLETE_MARKER
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8")).get("files", {})
+    except FileNotFoundError:
+        raise KDError(f"{folder}: incomplete export (no {COMPLETE_MARKER}: it was interrupted or failed); "
+                      "run the export again") from None
+    except (ValueError, AttributeError):
+        raise KDError(f"{marker}: not a valid completion record; run the export again") from None
+    for file in used:
+        name = Path(file).relative_to(folder).as_posix() if Path(file).is_absolute() else Path(file).as_posix()
+        expected = recorded.get(name)
+        if expected is None:
+            raise KDError(f"{folder / name}: not part of the finished export (missing from {COMPLETE_MARKER})")
+        if _sha256(folder / name) != expected:
+            hint = (" (its class order and contract are bound to the exported weights)" if name == SIDECAR else "")
+            raise KDError(f"{folder / name}: changed after the export was made{hint}; restore it or export again")

@@ -86,7 +86,36 @@ class RunInputs:
         for line, row in enumerate(rows, start=2):
             if "fold" in row and row["fold"] != "" and str(row["fold"]) != str(fold):
                 raise DataError(f"{path}:{line}: fold column says {row['fold']!r}, folder is fold_{fold}")
+        self._check_against_manifest(path, rows, model, fold)
         return rows
+
+    def _check_against_manifest(self, path: Path, rows: list[dict[str, str]], model: str, fold: int) -> None:
+        """Every test item of the fold exactly once, and nothing else: a truncated or edited file is refused
+        instead of being scored on what is left of it."""
+        done = read_json(self.model_dir(model, fold) / "done.json", required=False) or {}
+        recorded = done.get("predictions") if isinstance(done.get("predictions"), dict) else {}
+        if recorded.get("sha256") and recorded["sha256"] != _sha256(path):
+            raise DataError(f"{path}: changed since fold {fold} of {model} finished ({len(rows)} rows now, "
+                            f"{recorded.get('rows')} when written); re-run the fold: delete its folder, then --resume")
+        seen: dict[str, int] = {}
+        for line, row in enumerate(rows, start=2):
+            key = row.get("id")
+            if key is None:
+                break
+            if key in seen:
+                raise DataError(f"{path}:{line}: image {key!r} predicted again (first at line {seen[key]})")
+            seen[key] = line
+        group = self.manifest.group_name
+        test = set(self.manifest.fold(fold).test)
+        outside = [(line, row[group]) for line, row in enumerate(rows, start=2) if row.get(group) not in (None, "")
+                   and row[group] not in test]
+        if outside:
+            raise DataError(f"{path}:{outside[0][0]}: {group} {outside[0][1]!r} is not a test {group} of fold {fold}")
+        counts = done.get("images", done.get("faces"))  # what the fold's training recorded it tested on
+        expected = counts.get("test") if isinstance(counts, dict) else None
+        if expected is not None and len(rows) != expected:
+            raise DataError(f"{path}: {len(rows)} prediction rows for the {expected} test images of fold {fold} "
+                            f"(truncated or edited?); re-run the fold: delete its folder, then --resume")
 
 
 def read_json(path: str | os.PathLike, required: bool = True) -> Any:
@@ -164,6 +193,12 @@ def read_run(run_dir: str | os.PathLike, preferred_order: Sequence[str] = ()) ->
                      audit=read_json(path / "audit.json", required=False),
                      profile=read_json(path / "model_profile.json", required=False),
                      log=read_log_records(path / "log.jsonl"))
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def audit_summary(audit: dict | None, max_listed: int = 200) -> dict | None:
@@ -276,10 +311,10 @@ def json_safe(value: Any) -> Any:
 
 
 def write_report(run_dir: str | os.PathLike, report: dict, html: str, files: dict[str, bytes | str]) -> None:
-    """Write ``RUN/report/`` (``files``: name -> content), then ``report.html``, then ``report.json``.
+    """Write ``RUN/report/`` (``files``: name -> content), then ``report.json``, then ``report.html``.
 
     The folder is built beside the old one and swapped in, so readers see the old or the new report
-    folder, never a mix; ``report.json`` is written last and marks a complete report.
+    folder, never a mix; ``report.html`` is written last, so a page a person opens always has its JSON.
     """
     run = Path(run_dir)
     staging, backup, final = run / ".report.staging", run / ".report.old", run / "report"
@@ -302,5 +337,5 @@ def write_report(run_dir: str | os.PathLike, report: dict, html: str, files: dic
         final.rename(backup)
     staging.rename(final)
     shutil.rmtree(backup, ignore_errors=True)
-    atomic_write_text(run / "report.html", html)
     atomic_write_json(run / "report.json", json_safe(report))
+    atomic_write_text(run / "report.html", html)  # last: an HTML report is never there without its JSON
