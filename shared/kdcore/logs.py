@@ -68,13 +68,29 @@ def add_log_redaction(rewrite) -> None:
     _redactions.append(rewrite)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream of the first call: a host
+    that swaps stderr (pytest's capture, a notebook) never leaves the handler writing into a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(level: int | str = logging.INFO, logfile: str | os.PathLike | None = None) -> None:
     """Configure the root logger once: console on stderr, and a run's ``run.log`` when given."""
     root = logging.getLogger()
     root.setLevel(level)
     formatter = _SafeFormatter(LOG_FORMAT, DATE_FORMAT)
     if not any(getattr(h, "_kdvision", False) and not isinstance(h, logging.FileHandler) for h in root.handlers):
-        console = logging.StreamHandler(sys.stderr)
+        console = _StderrHandler()
         console.setFormatter(formatter)
         console._kdvision = True  # type: ignore[attr-defined]
         root.addHandler(console)

@@ -142,6 +142,9 @@ def test_default_aggregation_comes_from_the_export(export, series, tmp_path):
             (changed / f.name).write_bytes(f.read_bytes())
     contract["volume"] = {"aggregate": "topk-mean", "topk": 2, "bscans": {"central_k": 3}}
     (changed / "model.json").write_text(json.dumps(contract))
+    from kdcore.export import write_export_marker
+
+    write_export_marker(changed)  # as an export made with these volume defaults would have it
     assert main(["predict", str(changed), str(folder / "in" / "od.dcm"), "--out", str(tmp_path / "p.csv")]) == 0
     rows = read_rows(tmp_path / "p.csv")
     assert [r["frame"] for r in rows] == ["2", "3", "4", ""] and rows[-1]["aggregate"] == "topk-mean:2"
