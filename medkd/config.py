@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, field_validator,
-                           model_validator)
+from kdcore.config import CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, model_validator
+from kdcore.objective import DistillationSection
 
 __all__ = ["OCTRecipe", "DataConfig", "SyntheticConfig", "AugmentConfig", "TeacherConfig", "StudentConfig",
            "BaselineConfig", "ReportConfig", "PrivacyConfig"]
@@ -59,7 +59,7 @@ class _ModelSection(Section):
     pretrained: bool = Field(True, description="timm pretrained weights (hub cache or `weights`)")
     weights: str | None = Field(None, description="local weights file for machines without hub access")
     drop_path: float | None = Field(None, ge=0, lt=1)
-    monitor: Literal["loss", "auc", "balanced_accuracy"] = "loss"
+    monitor: Literal["loss", "auc", "balanced_accuracy", "accuracy"] = "loss"
     tta: bool = Field(True, description="deterministic test-time augmentation: mean of original and h-flip")
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -72,21 +72,10 @@ class TeacherConfig(_ModelSection):
     class_weights: Literal["balanced", "none"] = "balanced"
 
 
-class StudentConfig(_ModelSection):
+class StudentConfig(_ModelSection, DistillationSection):
+    """The distilled student: objective = ce_weight * CE + kd_weight * distillation (see kdcore.objective)."""
+
     model: str = "efficientnet_b2"
-    kd_loss: str = Field("kd", description="any loss of kdcore.losses.list_losses() that uses a teacher")
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.3, ge=0, le=1, description="weight of the hard-label cross-entropy")
-    kd_loss_params: dict[str, float] = Field(default_factory=dict, description="extra arguments of kd_loss")
-
-    @field_validator("kd_loss")
-    @classmethod
-    def _known_distillation_loss(cls, name: str) -> str:
-        from kdcore.losses import distillation_losses
-
-        if name not in distillation_losses():
-            raise ValueError(f"unknown distillation loss {name!r} (known: {', '.join(distillation_losses())})")
-        return name
 
 
 class BaselineConfig(Section):

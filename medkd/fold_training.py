@@ -9,7 +9,8 @@ import torch
 from kdcore.device import autocast_dtype, resolve_device
 from kdcore.engine import Trainer
 from kdcore.experiment import eval_loader, sampler_seed, train_loader
-from kdcore.losses import CrossEntropyLoss, FocalLoss, WithHardLabel, balanced_class_weights, build_loss
+from kdcore.losses import CrossEntropyLoss, FocalLoss, balanced_class_weights
+from kdcore.objective import build_student_objective
 from kdcore.logs import TensorBoardLogger
 from kdcore.models import create_model
 from kdcore.runner import FoldContext, FoldOutput
@@ -26,7 +27,7 @@ from .transforms import build_augment
 
 __all__ = ["train_role", "model_meta", "build_classifier"]
 Role = Literal["teacher", "student", "baseline"]
-MONITOR_MODE = {"loss": "min", "auc": "max", "balanced_accuracy": "max"}
+MONITOR_MODE = {"loss": "min", "auc": "max", "balanced_accuracy": "max", "accuracy": "max"}
 
 
 def role_config(recipe: OCTRecipe, role: Role) -> TeacherConfig | StudentConfig:
@@ -56,11 +57,7 @@ def _loss(recipe: OCTRecipe, role: Role, train_targets: list[int], n_classes: in
         return CrossEntropyLoss(class_weights=weights)
     if role == "baseline":
         return CrossEntropyLoss()
-    student = recipe.student
-    if student.kd_loss == "kd":
-        return build_loss("kd", temperature=student.temperature, alpha=student.alpha, **student.kd_loss_params)
-    distill = build_loss(student.kd_loss, temperature=student.temperature, **student.kd_loss_params)
-    return WithHardLabel(distill, alpha=student.alpha)
+    return build_student_objective(recipe.student)
 
 
 def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldContext) -> FoldOutput:

@@ -50,6 +50,11 @@ class ClassificationTask:
         self.loss_fn, self.val_loader, self.classes = loss_fn, val_loader, classes
         self.device, self.teacher = device, teacher
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell an epoch-dependent objective (kd_warmup_epochs) which epoch is starting."""
+        if hasattr(self.loss_fn, "set_epoch"):
+            self.loss_fn.set_epoch(epoch)
+
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(batch["image"]).float()
         if self.teacher is None:

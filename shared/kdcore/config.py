@@ -32,10 +32,18 @@ from .errors import ConfigError
 
 __all__ = [
     "Section", "Field", "field_validator", "model_validator", "load_recipe", "validate_recipe", "parse_overrides", "apply_overrides",
-    "TrainConfig", "SWAConfig", "CVConfig", "RuntimeConfig", "ConfigError", "Seed",
+    "TrainConfig", "SWAConfig", "CVConfig", "RuntimeConfig", "ConfigError", "Seed", "KeyedValueError",
 ]
 
 T = TypeVar("T", bound=BaseModel)
+
+
+class KeyedValueError(ValueError):
+    """Raised by a section's validator about one of its keys: the message names ``<section>.<key>``."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(reason)
+        self.key = key
 
 
 class Section(BaseModel):
@@ -278,7 +286,10 @@ def _describe_error(schema: type[BaseModel], err: dict) -> str:
     if kind == "literal_error":
         return f"{_key_path(loc)}: must be one of {err['ctx']['expected']}, got {value!r}"
     if kind == "value_error":
-        reason = str(err["ctx"]["error"])
+        error = err["ctx"]["error"]
+        if isinstance(error, KeyedValueError):
+            loc = loc + tuple(error.key.split("."))
+        reason = str(error)
         return f"{_key_path(loc)}: {reason}" if loc else reason
     if kind == "model_type" or kind == "dict_type":
         return f"{_key_path(loc)}: must be a section (mapping of keys), got {value!r}"

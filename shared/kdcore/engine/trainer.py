@@ -166,6 +166,8 @@ class Trainer:
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         set_backbone_trainable(self.optimizer, epoch >= cfg.freeze_backbone_epochs)
+        if hasattr(self.task, "set_epoch"):  # e.g. a distillation weight ramped over the first epochs
+            self.task.set_epoch(epoch)
         train_model.train()
         started = time.perf_counter()
         total_loss, batches, extras = 0.0, 0, {}
