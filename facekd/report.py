@@ -205,7 +205,7 @@ def _overlay_examples(data: dict[str, LandmarkPredictions]) -> list[dict]:
 
 def _protocol(run: RunInputs) -> dict:
     manifest = run.manifest
-    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test),
+    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test), "val_share": f.val_share,
               "test_images": int(sum(f.class_counts.get("test", {}).values())) or None} for f in manifest.folds]
     return {"n_folds": manifest.n_folds, "group_name": manifest.group_name, "subjects": manifest.n_groups,
             "images": manifest.n_items, "seed": manifest.seed, "val_fraction": manifest.val_fraction,

@@ -180,7 +180,7 @@ def _classes(run: RunInputs) -> list[str]:
 
 def _protocol(run: RunInputs) -> dict:
     manifest = run.manifest
-    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test),
+    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test), "val_share": f.val_share,
               "test_images": int(sum(f.class_counts.get("test", {}).values())) or None,
               "class_counts": f.class_counts} for f in manifest.folds]
     return {"n_folds": manifest.n_folds, "group_name": manifest.group_name, "patients": manifest.n_groups,
@@ -213,7 +213,8 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
             settings   {n_boot, seed, level, unit: "patient", ece_bins, prediction}
             classes    [names in index order]
             protocol   {n_folds, group_name, patients, images, manifest_sha, seed, val_fraction,
-                        folds: [{fold, train, val, test, test_images, class_counts}], audit, incomplete}
+                        folds: [{fold, train, val, test, val_share, test_images, class_counts}], audit, incomplete}
+                       (val_fraction: the inner-validation share asked; val_share: the share each fold obtained)
             models.<name>  {folds_done, folds_missing, n_images, n_patients,
                             folds: [{fold, n_images, n_patients, <metric>..., per_class, confusion_matrix}],
                             summary.<metric>: {mean, std, ci95: [lo, hi], pooled, n_folds},

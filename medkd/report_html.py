@@ -85,9 +85,11 @@ def _protocol(doc: HtmlDocument, report: dict) -> None:
                   f"{fmt(protocol['patients'])} {protocol['group_name']}s, {fmt(protocol['images'])} images. "
                   f"Inner validation {protocol['group_name']}s (for early stopping) come from each fold's training "
                   f"part; test {protocol['group_name']}s are never used for training or model selection. "
+                  f"Validation share asked {protocol['val_fraction']}. "
                   f"Fold manifest {protocol['manifest_sha']} (seed {protocol['seed']}).")
-    rows = [[f["fold"], f["train"], f["val"], f["test"], f["test_images"]] for f in protocol["folds"]]
-    doc.table(["fold", "train patients", "val patients", "test patients", "test images"], rows)
+    rows = [[f["fold"], f["train"], f["val"], fmt(f.get("val_share")), f["test"], f["test_images"]]
+            for f in protocol["folds"]]
+    doc.table(["fold", "train patients", "val patients", "val share obtained", "test patients", "test images"], rows)
     audit_section(doc, protocol)
 
 

@@ -111,7 +111,8 @@ def add_split_command(sub: Any, schema_loader: Callable[[], type],
         manifest.save(args.split_out)
         for split in manifest.folds:
             print(f"fold {split.fold}: train {len(split.train)} / val {len(split.val)} / test {len(split.test)} "
-                  f"{group_name}s; test items {split.class_counts.get('test')}")
+                  f"{group_name}s (val share {split.val_share}, asked {manifest.val_fraction}); "
+                  f"test items {split.class_counts.get('test')}")
         print(f"wrote {args.split_out} (manifest {manifest.sha})")
         return 0
 
