@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import (add_export_command, add_report_command, add_run_command, add_split_command, lazy,
+from kdcore.cli import (add_config_command, add_export_command, add_report_command, add_run_command, add_split_command, lazy,
                         print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                     n_folds=lambda r: 1 if r.data.evaluation == "official" else r.cv.folds,
                     help="train Tough/Tolerant teachers, KD-Loss student and L2 baseline per fold, then report",
                     example="facekd run pipelines/face_kd_demo.yaml --out runs/demo-face")
+    add_config_command(sub, "facekd", lazy("facekd.config", "FaceRecipe"))
     add_split_command(sub, lazy("facekd.config", "FaceRecipe"), _split, "subject")
 
     p = sub.add_parser("audit", help="check a face dataset: unreadable images, bad annotations, duplicates",

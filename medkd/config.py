@@ -69,10 +69,13 @@ class TeacherConfig(_ModelSection):
     model: str = "convnextv2_large.fcmae_ft_in22k_in1k"
     loss: Literal["focal", "ce"] = "focal"
     focal_gamma: float = Field(2.0, ge=0)
+    focal_normalize: Literal["weights", "batch"] = Field(
+        "weights", description="divide the summed focal loss by the summed class weights of the batch (as weighted "
+                               "cross-entropy does) or by the batch size (as KD-OCT's code does)")
     class_weights: Literal["balanced", "none"] = "balanced"
 
 
-class StudentConfig(_ModelSection, DistillationSection):
+class StudentConfig(DistillationSection, _ModelSection):
     """The distilled student: objective = ce_weight * CE + kd_weight * distillation (see kdcore.objective)."""
 
     model: str = "efficientnet_b2"

@@ -53,7 +53,7 @@ def _loss(recipe: OCTRecipe, role: Role, train_targets: list[int], n_classes: in
         cfg = recipe.teacher
         weights = balanced_class_weights(train_targets, n_classes).tolist() if cfg.class_weights == "balanced" else None
         if cfg.loss == "focal":
-            return FocalLoss(gamma=cfg.focal_gamma, class_weights=weights)
+            return FocalLoss(gamma=cfg.focal_gamma, class_weights=weights, normalize=cfg.focal_normalize)
         return CrossEntropyLoss(class_weights=weights)
     if role == "baseline":
         return CrossEntropyLoss()
