@@ -52,6 +52,7 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what changed the planned course (a plateau before SWA)
 
 
 def move_to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -184,14 +185,17 @@ class Trainer:
             self.scaler.scale(loss / cfg.accumulate).backward()
             if (step + 1) % cfg.accumulate == 0 or step + 1 == n_batches:
                 self._optimizer_step()
-                if not in_swa:
+                if not in_swa and cfg.schedule_per == "step":
                     self.scheduler.step()
             total_loss += float(loss.detach())
             batches += 1
             for key, value in logs.items():
                 extras[key] = extras.get(key, 0.0) + float(value)
+        lr = self.optimizer.param_groups[0]["lr"]
+        if not in_swa and cfg.schedule_per == "epoch":
+            self.scheduler.step()
         record = {"model": self.name, "fold": self.fold, "epoch": epoch, "split": "train",
-                  "loss": total_loss / max(1, batches), "lr": self.optimizer.param_groups[0]["lr"],
+                  "loss": total_loss / max(1, batches), "lr": lr,
                   "seconds": round(time.perf_counter() - started, 3), "swa": in_swa}
         record.update({k: v / max(1, batches) for k, v in extras.items()})
         return record
@@ -239,22 +243,38 @@ class Trainer:
 
     def _early_stopping(self, state: dict, epoch: int, in_swa: bool) -> None:
         patience = self.config.patience
-        if patience is None or state["bad_epochs"] < patience or in_swa:
+        on_plateau = self.config.swa.on_plateau
+        if patience is None or state["bad_epochs"] < patience or (in_swa and on_plateau == "start_swa"):
             return
-        if state["swa_start"] is None:
+        if state["swa_start"] is None or on_plateau == "stop" or in_swa:
             state["stopped_early"] = True
-            log.info("%s fold %s: early stop after epoch %d (best %s at epoch %s)", self.name, self.fold, epoch,
-                     state["best_score"], state["best_epoch"])
+            if state["swa_start"] is not None and not in_swa:
+                self._note(state, epoch, "plateau_before_swa",
+                           f"{self.name} fold {self.fold}: no improvement for {patience} epochs, training stopped at "
+                           f"epoch {epoch} before the SWA phase (planned from epoch {state['swa_start']}); "
+                           f"nothing was averaged, the best epoch ({state['best_epoch']}) is kept")
+            else:
+                log.info("%s fold %s: early stop after epoch %d (best %s at epoch %s)", self.name, self.fold, epoch,
+                         state["best_score"], state["best_epoch"])
             return
         # With SWA the average is the model kept: a plateau before the SWA phase starts that phase now,
         # with its planned length, instead of ending the run with nothing averaged.
         swa_length = state["planned_epochs"] - state["swa_start"]
+        self._note(state, epoch, "plateau_before_swa",
+                   f"{self.name} fold {self.fold}: no improvement for {patience} epochs, so the SWA phase planned "
+                   f"from epoch {state['swa_start']} started early, at epoch {epoch + 1}, for {swa_length} epochs")
         state["swa_start"] = epoch + 1
         state["planned_epochs"] = epoch + 1 + swa_length
         state["stopped_early"] = False
         state["bad_epochs"] = 0
-        log.info("%s fold %s: plateau at epoch %d, SWA phase starts now for %d epochs", self.name, self.fold,
-                 epoch, swa_length)
+
+    def _note(self, state: dict, epoch: int, event: str, message: str) -> None:
+        """A change of the planned course: logged, kept in the fit result and in log.jsonl for the report."""
+        log.warning("%s", message)
+        state.setdefault("notes", []).append(message)
+        if self.run is not None and is_main_process():
+            self.run.log_event({"model": self.name, "fold": self.fold, "split": "event", "event": event,
+                                "at_epoch": epoch, "message": message})
 
     def _make_swalr(self) -> SWALR:
         swa = self.config.swa
@@ -279,7 +299,7 @@ class Trainer:
         final.eval()
         result = FitResult(model=final, kept=kept, best_epoch=state["best_epoch"], best_score=state["best_score"],
                            epochs_run=state["epoch"] + 1, stopped_early=state["stopped_early"],
-                           history=state["history"])
+                           history=state["history"], notes=list(state.get("notes", [])))
         if kept == "swa":
             result.history.append({"model": self.name, "fold": self.fold, "epoch": state["epoch"], "split": "swa",
                                    **self._validate(final), "n_averaged": int(self.swa_model.n_averaged.item())})
