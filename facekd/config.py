@@ -54,6 +54,8 @@ class ModelConfig(Section):
     pretrained: bool = True
     weights: str | None = None
     drop_path: float | None = Field(None, ge=0, lt=1)
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the regression head (timm's "
+                                                               "drop_rate); None = the architecture's default")
     mean_shape_init: bool = Field(
         False, description="start the regression head at the mean training shape (bias = mean target, weights "
                            "x0.1), as cascaded shape regression does; much faster convergence from scratch")

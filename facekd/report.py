@@ -22,6 +22,7 @@ from kdcore.errors import DataError
 from kdcore.report import (audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
                            paired_bootstrap_samples, read_json, read_run, RunInputs, safe_name, summarize_samples,
                            write_report)
+from kdcore.report.rundata import training_event_notes
 from kdcore.stats import fold_summary
 
 from .report_html import draw_overlays, render_report
@@ -260,6 +261,7 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
         report["models"][name], samples[name] = _model_section(predictions, missing, n_boot, seed)
         report["models"][name]["profile"] = (run.profile or {}).get(name)
     report["notes"] += run.coverage_notes(list(dict.fromkeys([*MODEL_ORDER, *data])))
+    report["notes"] += training_event_notes(run.log)
     if "student" in data:
         for other in [n for n in data if n != "student"]:
             report["comparisons"][f"student_vs_{other}"] = _comparison(data["student"], data[other], samples,

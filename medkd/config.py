@@ -59,6 +59,8 @@ class _ModelSection(Section):
     pretrained: bool = Field(True, description="timm pretrained weights (hub cache or `weights`)")
     weights: str | None = Field(None, description="local weights file for machines without hub access")
     drop_path: float | None = Field(None, ge=0, lt=1)
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the classifier (timm's drop_rate); "
+                                                               "None = the architecture's default")
     monitor: Literal["loss", "auc", "balanced_accuracy", "accuracy"] = "loss"
     tta: bool = Field(True, description="deterministic test-time augmentation: mean of original and h-flip")
     train: TrainConfig = TrainConfig()

@@ -43,9 +43,9 @@ def model_meta(recipe: OCTRecipe, role: Role, classes: list[str], fold: int, man
 
 
 def build_classifier(meta: dict, pretrained: bool = False, weights: str | None = None,
-                     drop_path: float | None = None) -> torch.nn.Module:
+                     drop_path: float | None = None, dropout: float | None = None) -> torch.nn.Module:
     return create_model(meta["arch"], num_outputs=meta["num_outputs"], pretrained=pretrained, weights=weights,
-                        drop_path_rate=drop_path, in_chans=meta["in_chans"])
+                        drop_path_rate=drop_path, in_chans=meta["in_chans"], drop_rate=dropout)
 
 
 def _loss(recipe: OCTRecipe, role: Role, train_targets: list[int], n_classes: int) -> torch.nn.Module:
@@ -82,7 +82,7 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
 
     meta = model_meta(recipe, role, classes, ctx.fold, ctx.manifest.sha)
     torch.manual_seed(derive_seed(recipe.seed, role, ctx.fold, "init"))
-    model = build_classifier(meta, cfg.pretrained, cfg.weights, cfg.drop_path)
+    model = build_classifier(meta, cfg.pretrained, cfg.weights, cfg.drop_path, cfg.dropout)
     teacher = None
     if role == "student":
         teacher_meta = model_meta(recipe, "teacher", classes, ctx.fold, ctx.manifest.sha)
@@ -112,6 +112,6 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
     columns = ["id", "patient", "eye", "fold", "target", "pred"] + [f"prob_{c}" for c in classes]
     trainer.discard_checkpoint()
     info = {"kept": result.kept, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-            "stopped_early": result.stopped_early,
+            "stopped_early": result.stopped_early, "notes": result.notes,
             "images": {part: len(records) for part, records in parts.items()}}
     return FoldOutput(rows, columns, info)

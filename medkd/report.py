@@ -19,6 +19,7 @@ import numpy as np
 from kdcore.errors import DataError
 from kdcore.report import (audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
                            paired_bootstrap_samples, read_run, RunInputs, safe_name, summarize_samples, write_report)
+from kdcore.report.rundata import training_event_notes
 from kdcore.stats import fold_summary, mcnemar
 
 from .metrics import (CLASS_METRICS, ECE_BINS, MACRO_METRICS, classification_metrics, flat_metrics, reliability_bins,
@@ -189,6 +190,13 @@ def _protocol(run: RunInputs) -> dict:
             "incomplete": run.incomplete}
 
 
+def _student_objective(config: dict) -> dict | None:
+    """The student's resolved objective as config.yaml records it (temperature, weights, warm-up, loss)."""
+    student = config.get("student") or {}
+    keys = ("kd_loss", "temperature", "ce_weight", "kd_weight", "kd_warmup_epochs", "kd_loss_params")
+    return {k: student.get(k) for k in keys} if "kd_loss" in student else None
+
+
 def _n_boot(run: RunInputs, n_boot: int | None) -> int:
     if n_boot is None:
         n_boot = (run.config.get("report") or {}).get("bootstrap", 1000)
@@ -210,7 +218,8 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
         The report dict (as written to ``report.json``)::
 
             run        {recipe, folder}
-            settings   {n_boot, seed, level, unit: "patient", ece_bins, prediction}
+            settings   {n_boot, seed, level, unit: "patient", ece_bins, prediction,
+                        student_objective: {kd_loss, temperature, ce_weight, kd_weight, kd_warmup_epochs, kd_loss_params}}
             classes    [names in index order]
             protocol   {n_folds, group_name, patients, images, manifest_sha, seed, val_fraction,
                         folds: [{fold, train, val, test, val_share, test_images, class_counts}], audit, incomplete}
@@ -237,7 +246,8 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
     report: dict[str, Any] = {
         "run": {"recipe": run.config.get("name"), "folder": run.path.name},
         "settings": {"n_boot": n_boot, "seed": seed, "level": LEVEL, "unit": "patient", "ece_bins": ECE_BINS,
-                     "prediction": "argmax of the class probabilities"},
+                     "prediction": "argmax of the class probabilities",
+                     "student_objective": _student_objective(run.config)},
         "classes": classes, "protocol": _protocol(run), "models": {}, "comparisons": {}, "notes": [],
     }
     samples = {}
@@ -246,6 +256,7 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
         report["models"][name], samples[name] = _model_section(predictions, classes, missing, n_boot, seed)
         report["models"][name]["profile"] = (run.profile or {}).get(name)
     report["notes"] += run.coverage_notes(list(dict.fromkeys([*MODEL_ORDER, *data])))
+    report["notes"] += training_event_notes(run.log)
     if "student" in data:
         for other in [n for n in data if n != "student"]:
             report["comparisons"][f"student_vs_{other}"] = _comparison(data["student"], data[other], classes, samples,

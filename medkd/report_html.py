@@ -147,6 +147,12 @@ def render_report(report: dict, curves: dict[str, dict], log: Sequence[dict]) ->
     doc.paragraph(f"Run folder {report['run']['folder']}; classes {', '.join(report['classes'])}; "
                   f"{settings['n_boot']} patient bootstrap resamples (seed {settings['seed']}); "
                   f"ECE with {settings['ece_bins']} bins; predictions are the {settings['prediction']}.", "muted")
+    objective = settings.get("student_objective")
+    if objective:
+        params = ", ".join(f"{k}={v}" for k, v in (objective.get("kd_loss_params") or {}).items())
+        doc.paragraph(f"Student objective: {objective['ce_weight']} x CE + {objective['kd_weight']} x "
+                      f"{objective['kd_loss']} (T={objective['temperature']}{', ' + params if params else ''}), "
+                      f"distillation weight ramped over {objective['kd_warmup_epochs']} epoch(s).", "muted")
     doc.heading("How to read this report")
     doc.bullets(HOW_TO_READ, "note")
     if report["notes"]:
