@@ -101,7 +101,8 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
     if tensorboard is not None:
         tensorboard.close()
 
-    probs, indices = predict_probabilities(result.model, test_loader, device, tta=cfg.tta, amp_dtype=amp_dtype)
+    probs, indices = predict_probabilities(result.model, test_loader, device, tta=cfg.tta and cfg.tta_views,
+                                           amp_dtype=amp_dtype)
     rows = []
     for position, p in zip(indices, probs):
         record = test_set.records[position]
