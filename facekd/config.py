@@ -40,7 +40,8 @@ class FaceAugmentConfig(Section):
 
 
 class FaceTrainConfig(TrainConfig):
-    """Fard & Mahoor's training: Adam at 1e-3, batch 70, 150 epochs (the engine's fields, other defaults)."""
+    """Fard & Mahoor's training: Adam at 1e-3, batch 70, 150 epochs (the engine's fields, other defaults). Their
+    Keras Adam(decay=1e-4) is an lr decay, `schedule: inverse_time` with `lr_decay: 1e-4` (set in the paper recipes)."""
 
     optimizer: Literal["adamw", "adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
