@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import (add_config_command, add_export_command, add_report_command, add_run_command, add_split_command, lazy,
-                        print_audit, run_main)
+from kdcore.cli import (add_config_command, add_export_command, add_report_command, add_run_command, add_split_command,
+                        lazy, print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
 

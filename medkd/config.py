@@ -7,7 +7,8 @@ from typing import Literal
 from kdcore.config import CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, model_validator
 from kdcore.objective import DistillationSection
 
-__all__ = ["OCTRecipe", "DataConfig", "SyntheticConfig", "AugmentConfig", "RandAugmentConfig", "TeacherConfig", "StudentConfig",
+__all__ = ["OCTRecipe", "DataConfig", "SyntheticConfig", "AugmentConfig", "RandAugmentConfig", "TeacherConfig",
+           "StudentConfig",
            "BaselineConfig", "ReportConfig", "PrivacyConfig"]
 
 

@@ -219,7 +219,8 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
 
             run        {recipe, folder}
             settings   {n_boot, seed, level, unit: "patient", ece_bins, prediction,
-                        student_objective: {kd_loss, temperature, ce_weight, kd_weight, kd_warmup_epochs, kd_loss_params}}
+                        student_objective: {kd_loss, temperature, ce_weight, kd_weight, kd_warmup_epochs,
+                                            kd_loss_params}}
             classes    [names in index order]
             protocol   {n_folds, group_name, patients, images, manifest_sha, seed, val_fraction,
                         folds: [{fold, train, val, test, val_share, test_images, class_counts}], audit, incomplete}

@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 
 from .errors import KDError
 
-__all__ = ["add_run_command", "add_config_command", "add_split_command", "add_report_command", "add_export_command", "check_resume",
+__all__ = ["add_run_command", "add_config_command", "add_split_command", "add_report_command", "add_export_command",
+           "check_resume",
            "run_main", "recipe_overrides"]
 
 

@@ -74,8 +74,9 @@ def resolve_objective(kd_loss: str, temperature: float | None = None, alpha: flo
         KeyedValueError: naming the key (relative to the student section) and why.
     """
     if kd_loss not in distillation_losses():
-        raise KeyedValueError("kd_loss", f"unknown distillation loss {kd_loss!r}{_suggest(str(kd_loss), distillation_losses())} "
-                                         f"(known: {', '.join(distillation_losses())})")
+        known = distillation_losses()
+        raise KeyedValueError("kd_loss", f"unknown distillation loss {kd_loss!r}{_suggest(str(kd_loss), known)} "
+                                         f"(known: {', '.join(known)})")
     params = dict(params or {})
     signature = _loss_parameters(kd_loss)
     for key in params:

@@ -101,8 +101,10 @@ def test_nkd_default_weights_and_temperature(batch):
 
 @pytest.mark.parametrize("section, message", [
     ({"alpha": 0.3, "ce_weight": 1.0}, "student.alpha: set either alpha"),
-    ({"kd_loss_params": {"temp": 2}}, "student.kd_loss_params.temp: unknown argument of loss 'kd' (did you mean 'temperature'?)"),
-    ({"kd_loss": "dkd", "kd_loss_params": {"beta": -1}}, "student.kd_loss_params.beta: beta must be a finite number >= 0"),
+    ({"kd_loss_params": {"temp": 2}},
+     "student.kd_loss_params.temp: unknown argument of loss 'kd' (did you mean 'temperature'?)"),
+    ({"kd_loss": "dkd", "kd_loss_params": {"beta": -1}},
+     "student.kd_loss_params.beta: beta must be a finite number >= 0"),
     ({"kd_loss": "dkd", "kd_loss_params": {"temperature": 0}}, "student.kd_loss_params.temperature: temperature must"),
     ({"kd_loss_params": {"alpha": 0.5}}, "student.kd_loss_params.alpha: the label/distillation balance"),
     ({"kd_loss": "bdkd"}, "student.kd_loss: unknown distillation loss 'bdkd'"),
