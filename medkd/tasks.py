@@ -97,7 +97,10 @@ class ClassificationTask:
             return self.loss_fn(logits, batch["target"]), {}
         teacher_logits = self.teacher(batch["image"])
         agreement = (teacher_logits.argmax(1) == logits.argmax(1)).float().mean()
-        return self.loss_fn(logits, teacher_logits, batch["target"]), {"teacher_agreement": float(agreement)}
+        logs = {"teacher_agreement": float(agreement)}
+        if getattr(self.loss_fn, "kd_warmup_epochs", 0):  # show the distillation weight's ramp in log.jsonl
+            logs["kd_factor"] = float(self.loss_fn.kd_factor)
+        return self.loss_fn(logits, teacher_logits, batch["target"]), logs
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         probs, indices = predict_probabilities(model, self.val_loader, self.device)
