@@ -120,7 +120,10 @@ class CVConfig(Section):
     """Patient- (or subject-) level cross-validation."""
 
     folds: int = Field(5, ge=2)
-    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of each training part's patients kept for inner validation")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of each training part's patients kept for "
+                                                                 "inner validation (rounded to whole patients, "
+                                                                 "stratified by class; folds.json records the share "
+                                                                 "obtained)")
     seed: Seed | None = Field(None, description="split seed; None = the recipe's seed")
 
 
