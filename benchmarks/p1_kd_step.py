@@ -24,7 +24,7 @@ from kdcore.config import load_recipe
 from kdcore.engine import Trainer, move_to_device
 from kdcore.engine.optim import build_scheduler
 from kdcore.experiment import sampler_seed, train_loader
-from kdcore.losses import build_loss
+from kdcore.objective import build_student_objective
 from kdcore.teacher import FrozenTeacher
 from medkd.config import OCTRecipe
 from medkd.dataset import BScanDataset
@@ -95,7 +95,7 @@ def _student_loss(recipe: OCTRecipe) -> nn.Module:
     student = recipe.student
     if student.kd_loss != "kd":
         raise ValueError(f"P1 measures the demo's Hinton KD loss; the recipe asks for {student.kd_loss!r}")
-    return build_loss("kd", temperature=student.temperature, alpha=student.alpha, **student.kd_loss_params)
+    return build_student_objective(student)
 
 
 def _step(recipe: OCTRecipe, classes: list[str], device: torch.device, steps_per_epoch: int, *,
@@ -181,7 +181,8 @@ def run_p1(device: torch.device, settings: P1Settings, workdir: str | Path | Non
     chosen = variants[CHOSEN]
     config = {"recipe": Path(recipe_path).name, "teacher": recipe.teacher.model, "student": recipe.student.model,
               "image_size": size, "in_chans": 1, "batch_size": batch, "optimizer": recipe.student.train.optimizer,
-              "loss": f"kd (T={recipe.student.temperature}, alpha={recipe.student.alpha})",
+              "loss": f"kd (T={recipe.student.temperature}, ce_weight={recipe.student.ce_weight}, "
+                      f"kd_weight={recipe.student.kd_weight})",
               "augment": recipe.student.augment.model_dump(mode="json"), "source_images": len(records),
               "source_image_size": list(synth.image_size), "images_per_epoch": images, "variant": CHOSEN,
               "workers": chosen["workers"], "persistent_workers": chosen["workers"] > 0,

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import (add_export_command, add_predict_device_option, add_report_command, add_run_command,
-                        add_split_command, lazy, print_audit, run_main)
+from kdcore.cli import (add_config_command, add_export_command, add_predict_device_option, add_report_command,
+                        add_run_command, add_split_command, lazy, print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
 FORMATS = ["300w", "wflw", "cofw", "folder"]
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                     n_folds=lambda r: 1 if r.data.evaluation == "official" else r.cv.folds,
                     help="train Tough/Tolerant teachers, KD-Loss student and L2 baseline per fold, then report",
                     example="facekd run pipelines/face_kd_demo.yaml --out runs/demo-face")
+    add_config_command(sub, "facekd", lazy("facekd.config", "FaceRecipe"))
     add_split_command(sub, lazy("facekd.config", "FaceRecipe"), _split, "subject")
 
     p = sub.add_parser("audit", help="check a face dataset: unreadable images, bad annotations, duplicates",

@@ -40,7 +40,8 @@ class FaceAugmentConfig(Section):
 
 
 class FaceTrainConfig(TrainConfig):
-    """Fard & Mahoor's training: Adam at 1e-3, batch 70, 150 epochs (the engine's fields, other defaults)."""
+    """Fard & Mahoor's training: Adam at 1e-3, batch 70, 150 epochs (the engine's fields, other defaults). Their
+    Keras Adam(decay=1e-4) is an lr decay, `schedule: inverse_time` with `lr_decay: 1e-4` (set in the paper recipes)."""
 
     optimizer: Literal["adamw", "adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
@@ -54,6 +55,8 @@ class ModelConfig(Section):
     pretrained: bool = True
     weights: str | None = None
     drop_path: float | None = Field(None, ge=0, lt=1)
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the regression head (timm's "
+                                                               "drop_rate); None = the architecture's default")
     mean_shape_init: bool = Field(
         False, description="start the regression head at the mean training shape (bias = mean target, weights "
                            "x0.1), as cascaded shape regression does; much faster convergence from scratch")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from kdcore.cv import FoldManifest, FoldSplit, make_fold_manifest
+from kdcore.cv import FoldManifest, FoldSplit, inner_validation_split, make_fold_manifest
 from kdcore.engine import is_main_process
 from kdcore.errors import DataError
 from kdcore.experiment import resolve_data_root
@@ -80,14 +80,14 @@ def build_manifest(recipe: FaceRecipe, records: list[FaceRecord]) -> FoldManifes
     if not train or not test:
         raise DataError(f"{recipe.data.root}: official protocol needs faces in split {train_split!r} and in the "
                         f"test splits {sorted(test_splits)} (found {len(train)} and {len(test)})")
-    inner = make_fold_manifest([r.subject for r in train], None, max(2, round(1 / recipe.cv.val_fraction)),
-                               0.5, seed, group_name="subject")
-    val = set(inner.folds[0].test)
-    train_subjects = sorted({r.subject for r in train} - val)
+    train_subjects, val_list = inner_validation_split([r.subject for r in train], None, recipe.cv.val_fraction, seed,
+                                                      group_name="subject")
+    val = set(val_list)
     test_subjects = sorted({r.subject for r in test})
     split = FoldSplit(0, train_subjects, sorted(val), test_subjects,
                       {"train": {"all": sum(r.subject in set(train_subjects) for r in train)},
-                       "val": {"all": sum(r.subject in val for r in train)}, "test": {"all": len(test)}})
+                       "val": {"all": sum(r.subject in val for r in train)}, "test": {"all": len(test)}},
+                      val_share=round(len(val) / (len(val) + len(train_subjects)), 6))
     manifest = FoldManifest([split], seed, 1, recipe.cv.val_fraction, "subject", len(records),
                             len(set(subjects)), [])
     manifest.validate()

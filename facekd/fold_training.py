@@ -48,9 +48,9 @@ def model_meta(recipe: FaceRecipe, role: Role, n_points: int, fold: int, manifes
 
 
 def build_regressor(meta: dict, pretrained: bool = False, weights: str | None = None,
-                    drop_path: float | None = None) -> torch.nn.Module:
+                    drop_path: float | None = None, dropout: float | None = None) -> torch.nn.Module:
     return create_model(meta["arch"], num_outputs=meta["num_outputs"], pretrained=pretrained, weights=weights,
-                        drop_path_rate=drop_path, in_chans=meta["in_chans"])
+                        drop_path_rate=drop_path, in_chans=meta["in_chans"], drop_rate=dropout)
 
 
 def _augment(recipe: FaceRecipe, cfg: ModelConfig, n_points: int):
@@ -112,7 +112,7 @@ def train_role(role: Role, recipe: FaceRecipe, records: Sequence[FaceRecord], ct
 
     meta = model_meta(recipe, role, n_points, ctx.fold, ctx.manifest.sha)
     torch.manual_seed(derive_seed(recipe.seed, role, ctx.fold, "init"))
-    model = build_regressor(meta, cfg.pretrained, cfg.weights, cfg.drop_path)
+    model = build_regressor(meta, cfg.pretrained, cfg.weights, cfg.drop_path, cfg.dropout)
     if cfg.mean_shape_init:
         init_head_to_mean_shape(model, train_set.mean_target())
     teachers = kd_loss = None
@@ -145,7 +145,8 @@ def train_role(role: Role, recipe: FaceRecipe, records: Sequence[FaceRecord], ct
     columns += [f"g{axis}{i}" for i in range(n_points) for axis in "xy"]
     trainer.discard_checkpoint()
     info.update({"kept": result.kept, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                 "stopped_early": result.stopped_early, "faces": {k: len(v) for k, v in parts.items()}})
+                 "stopped_early": result.stopped_early, "notes": result.notes,
+                 "faces": {k: len(v) for k, v in parts.items()}})
     return FoldOutput(rows, columns, info)
 
 

@@ -25,7 +25,7 @@ Assistive loss for each teacher (weights are non-differentiable region maps)::
 Constants, published code vs paper:
 
 ==================  ===========================  ==================================
-constant            published code (default)     paper (``PAPER_CONSTANTS``)
+constant            published code (default)     our reading of the paper's figures (``PAPER_CONSTANTS``)
 ==================  ===========================  ==================================
 c (main slope)      3                            3
 f (boundary)        0.15                         0.4
@@ -35,9 +35,10 @@ ramp                no (weight 0 near g)         yes
 w_main/tough/tol    2 / 1 / 1 (``main.py``)      2 / 1 / 1 (kept from the code)
 ==================  ===========================  ==================================
 
-The code column was read from ``custom_Losses.py``, ``student_train.py`` and ``main.py``. The paper column
-follows the paper's description of its figures as summarised for this project; the paper text was not
-available offline, so the ramp's exact form (linear in ``e``, continuous at ``b_t``) is our reading.
+The code column was read from ``custom_Losses.py``, ``student_train.py`` and ``main.py``. The other column is
+a READING of the paper's figures (loss-weight plots), not constants the paper states or any code uses: the paper
+text was not available offline, and the values, like the ramp's exact form (linear in ``e``, continuous at
+``b_t``), are our reading. Only the code's constants are the authors' own.
 
 With both teachers exactly at the ground truth every assistive term is 0 and the main loss is ``w_main``
 times the mean squared coordinate error. The code's coordinates are crop coordinates normalised by the input
@@ -63,6 +64,7 @@ __all__ = ["LandmarkKDLoss", "L2LandmarkLoss", "KDLossComponents", "CODE_CONSTAN
 CODE_CONSTANTS: dict[str, float | bool] = dict(
     main_slope=3.0, boundary_fraction=0.15, tough_pos_weight=1.9, tough_neg_weight=-0.45,
     tol_pos_weight=1.8, tol_neg_weight=-0.4, ramp=False, main_weight=2.0, tough_weight=1.0, tol_weight=1.0)
+# Our reading of the paper's figures (see the module docstring), not published constants.
 PAPER_CONSTANTS: dict[str, float | bool] = dict(
     CODE_CONSTANTS, boundary_fraction=0.4, tough_pos_weight=1.0, tough_neg_weight=-0.5,
     tol_pos_weight=1.0, tol_neg_weight=-0.5, ramp=True)
@@ -127,7 +129,7 @@ class LandmarkKDLoss(nn.Module):
 
     @classmethod
     def paper(cls, **overrides: float | bool) -> "LandmarkKDLoss":
-        """The paper's constants (``PAPER_CONSTANTS``), optionally overridden."""
+        """Our reading of the paper's figures (``PAPER_CONSTANTS``), optionally overridden."""
         return cls(**{**PAPER_CONSTANTS, **overrides})
 
     def extra_repr(self) -> str:

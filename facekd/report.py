@@ -22,6 +22,7 @@ from kdcore.errors import DataError
 from kdcore.report import (audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
                            paired_bootstrap_samples, read_json, read_run, RunInputs, safe_name, summarize_samples,
                            write_report)
+from kdcore.report.rundata import training_event_notes
 from kdcore.stats import fold_summary
 
 from .report_html import draw_overlays, render_report
@@ -205,7 +206,7 @@ def _overlay_examples(data: dict[str, LandmarkPredictions]) -> list[dict]:
 
 def _protocol(run: RunInputs) -> dict:
     manifest = run.manifest
-    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test),
+    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test), "val_share": f.val_share,
               "test_images": int(sum(f.class_counts.get("test", {}).values())) or None} for f in manifest.folds]
     return {"n_folds": manifest.n_folds, "group_name": manifest.group_name, "subjects": manifest.n_groups,
             "images": manifest.n_items, "seed": manifest.seed, "val_fraction": manifest.val_fraction,
@@ -260,6 +261,7 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
         report["models"][name], samples[name] = _model_section(predictions, missing, n_boot, seed)
         report["models"][name]["profile"] = (run.profile or {}).get(name)
     report["notes"] += run.coverage_notes(list(dict.fromkeys([*MODEL_ORDER, *data])))
+    report["notes"] += training_event_notes(run.log)
     if "student" in data:
         for other in [n for n in data if n != "student"]:
             report["comparisons"][f"student_vs_{other}"] = _comparison(data["student"], data[other], samples,

@@ -126,11 +126,13 @@ def _protocol(doc: HtmlDocument, report: dict) -> None:
     doc.heading("Protocol")
     doc.paragraph(f"{protocol['n_folds']}-fold cross-validation by {group}: {fmt(protocol['subjects'])} {group}s, "
                   f"{fmt(protocol['images'])} faces; inner validation {group}s come from each fold's training part. "
+                  f"Validation share asked {protocol['val_fraction']}. "
                   f"Fold manifest {protocol['manifest_sha']} (seed {protocol['seed']}). "
                   f"{report['settings']['n_points']} landmarks "
                   f"({report['settings']['scheme'] or 'scheme not recorded'}).")
-    doc.table(["fold", f"train {group}s", f"val {group}s", f"test {group}s", "test faces"],
-              [[f["fold"], f["train"], f["val"], f["test"], f["test_images"]] for f in protocol["folds"]])
+    doc.table(["fold", f"train {group}s", f"val {group}s", "val share obtained", f"test {group}s", "test faces"],
+              [[f["fold"], f["train"], f["val"], fmt(f.get("val_share")), f["test"], f["test_images"]]
+               for f in protocol["folds"]])
     audit_section(doc, protocol)
 
 

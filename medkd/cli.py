@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import (add_export_command, add_predict_device_option, add_report_command, add_run_command,
-                        add_split_command, lazy, print_audit, run_main)
+from kdcore.cli import (add_config_command, add_export_command, add_predict_device_option, add_report_command,
+                        add_run_command, add_split_command, lazy, print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
 
@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                     n_folds=lambda r: 1 if r.data.evaluation == "official_test" else r.cv.folds,
                     help="train teacher, distilled student and no-KD baseline per patient-level fold, then report",
                     example="medkd run pipelines/kd_oct_demo.yaml --out runs/demo")
+    add_config_command(sub, "medkd", lazy("medkd.config", "OCTRecipe"))
     add_split_command(sub, lazy("medkd.config", "OCTRecipe"), _split, "patient")
 
     p = sub.add_parser("audit", help="check a dataset: unreadable images, missing rows/files, duplicates, leaks",

@@ -6,8 +6,10 @@ from typing import ClassVar, Literal
 
 from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, field_validator,
                            model_validator)
+from kdcore.objective import DistillationSection
 
-__all__ = ["OCTRecipe", "DataConfig", "SyntheticConfig", "AugmentConfig", "TeacherConfig", "StudentConfig",
+__all__ = ["OCTRecipe", "DataConfig", "SyntheticConfig", "AugmentConfig", "RandAugmentConfig", "TeacherConfig",
+           "StudentConfig",
            "BaselineConfig", "ReportConfig", "PrivacyConfig"]
 
 
@@ -57,20 +59,50 @@ class DataConfig(Section):
         return value
 
 
+RandAugmentOp = Literal["brightness", "contrast", "saturation", "sharpness", "rotate", "translate"]
+
+
+class RandAugmentConfig(Section):
+    """KD-OCT's RandAugmentTransform: ``n`` distinct ops drawn from ``ops``, each at +-magnitude/30 (a factor
+    1 +- m/30 for brightness, contrast, sharpness) or +-``rotate`` degrees. Saturation does nothing on a grey
+    B-scan and KD-OCT's translate moves m/100 of a pixel (no visible change); both are kept so the draw of the
+    other ops has the authors' odds."""
+
+    n: int = Field(2, ge=1)
+    magnitude: float = Field(9.0, ge=0, le=30)
+    rotate: float = Field(9.0, ge=0, le=180, description="degrees of the rotate op (KD-OCT: m/30 * 30 teacher, "
+                                                          "m/30 * 20 student)")
+    ops: list[RandAugmentOp] = ["brightness", "contrast", "saturation", "sharpness", "rotate", "translate"]
+
+    @model_validator(mode="after")
+    def _check(self) -> "RandAugmentConfig":
+        if self.n > len(self.ops):
+            raise ValueError(f"n ({self.n}) is more than the {len(self.ops)} ops listed")
+        return self
+
+
 class AugmentConfig(Section):
     """Albumentations settings applied to the letterboxed B-scan (vertical flips stay off: orientation matters)."""
 
+    randaugment: RandAugmentConfig | None = Field(None, description="KD-OCT's RandAugment, applied first; None = off")
     hflip: float = Field(0.5, ge=0, le=1)
     vflip: float = Field(0.0, ge=0, le=1)
     rotate: float = Field(10.0, ge=0, le=180, description="max degrees")
     scale: tuple[float, float] = (0.9, 1.1)
+    shear: float = Field(0.0, ge=0, le=90, description="max degrees of shear")
     translate: float = Field(0.05, ge=0, le=0.5)
     brightness_contrast: float = Field(0.2, ge=0, le=1)
     gamma: float = Field(0.0, ge=0, le=1, description="probability of a random gamma change")
     blur: float = Field(0.0, ge=0, le=1, description="probability of a Gaussian blur")
+    blur_kernel: tuple[int, int] = Field((3, 5), description="odd kernel sizes of the blur (KD-OCT: 3)")
     noise: float = Field(0.0, ge=0, le=1, description="probability of multiplicative (speckle-like) noise")
     posterize: float = Field(0.0, ge=0, le=1)
-    erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing (CoarseDropout)")
+    posterize_bits: tuple[int, int] = Field((4, 6), description="bits kept by posterize (KD-OCT: 4)")
+    erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing")
+    erasing_scale: tuple[float, float] | None = Field(
+        None, description="None: 1-3 holes of 5-20 % per side (CoarseDropout); a range: one rectangle of that share "
+                          "of the image, aspect 0.3-3.3, as torchvision's RandomErasing (KD-OCT: 0.02-0.15 teacher, "
+                          "0.02-0.1 student)")
 
 
 class _ModelSection(Section):
@@ -78,8 +110,13 @@ class _ModelSection(Section):
     pretrained: bool = Field(True, description="timm pretrained weights (hub cache or `weights`)")
     weights: str | None = Field(None, description="local weights file for machines without hub access")
     drop_path: float | None = Field(None, ge=0, lt=1)
-    monitor: Literal["loss", "auc", "balanced_accuracy"] = "loss"
-    tta: bool = Field(True, description="deterministic test-time augmentation: mean of original and h-flip")
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the classifier (timm's drop_rate); "
+                                                               "None = the architecture's default")
+    monitor: Literal["loss", "auc", "balanced_accuracy", "accuracy"] = "loss"
+    tta: bool = Field(True, description="deterministic test-time augmentation: mean of the original and tta_views")
+    tta_views: list[Literal["hflip", "vflip", "zoom", "rotate"]] = Field(
+        ["hflip"], min_length=1, description="views averaged with the original: mirror, vertical flip, 1.1x centre "
+                                             "zoom, rotation by a fixed per-image angle in +-5 degrees")
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
 
@@ -88,24 +125,16 @@ class TeacherConfig(_ModelSection):
     model: str = "convnextv2_large.fcmae_ft_in22k_in1k"
     loss: Literal["focal", "ce"] = "focal"
     focal_gamma: float = Field(2.0, ge=0)
+    focal_normalize: Literal["weights", "batch"] = Field(
+        "weights", description="divide the summed focal loss by the summed class weights of the batch (as weighted "
+                               "cross-entropy does) or by the batch size (as KD-OCT's code does)")
     class_weights: Literal["balanced", "none"] = "balanced"
 
 
-class StudentConfig(_ModelSection):
+class StudentConfig(DistillationSection, _ModelSection):
+    """The distilled student: objective = ce_weight * CE + kd_weight * distillation (see kdcore.objective)."""
+
     model: str = "efficientnet_b2"
-    kd_loss: str = Field("kd", description="any loss of kdcore.losses.list_losses() that uses a teacher")
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.3, ge=0, le=1, description="weight of the hard-label cross-entropy")
-    kd_loss_params: dict[str, float] = Field(default_factory=dict, description="extra arguments of kd_loss")
-
-    @field_validator("kd_loss")
-    @classmethod
-    def _known_distillation_loss(cls, name: str) -> str:
-        from kdcore.losses import distillation_losses
-
-        if name not in distillation_losses():
-            raise ValueError(f"unknown distillation loss {name!r} (known: {', '.join(distillation_losses())})")
-        return name
 
 
 class BaselineConfig(Section):

@@ -9,7 +9,8 @@ import torch
 from kdcore.device import autocast_dtype, resolve_device
 from kdcore.engine import Trainer
 from kdcore.experiment import eval_loader, sampler_seed, train_loader
-from kdcore.losses import CrossEntropyLoss, FocalLoss, WithHardLabel, balanced_class_weights, build_loss
+from kdcore.losses import CrossEntropyLoss, FocalLoss, balanced_class_weights
+from kdcore.objective import build_student_objective
 from kdcore.logs import TensorBoardLogger
 from kdcore.models import create_model
 from kdcore.runner import FoldContext, FoldOutput
@@ -26,7 +27,7 @@ from .transforms import build_augment
 
 __all__ = ["train_role", "model_meta", "build_classifier"]
 Role = Literal["teacher", "student", "baseline"]
-MONITOR_MODE = {"loss": "min", "auc": "max", "balanced_accuracy": "max"}
+MONITOR_MODE = {"loss": "min", "auc": "max", "balanced_accuracy": "max", "accuracy": "max"}
 
 
 def role_config(recipe: OCTRecipe, role: Role) -> TeacherConfig | StudentConfig:
@@ -42,9 +43,9 @@ def model_meta(recipe: OCTRecipe, role: Role, classes: list[str], fold: int, man
 
 
 def build_classifier(meta: dict, pretrained: bool = False, weights: str | None = None,
-                     drop_path: float | None = None) -> torch.nn.Module:
+                     drop_path: float | None = None, dropout: float | None = None) -> torch.nn.Module:
     return create_model(meta["arch"], num_outputs=meta["num_outputs"], pretrained=pretrained, weights=weights,
-                        drop_path_rate=drop_path, in_chans=meta["in_chans"])
+                        drop_path_rate=drop_path, in_chans=meta["in_chans"], drop_rate=dropout)
 
 
 def _loss(recipe: OCTRecipe, role: Role, train_targets: list[int], n_classes: int) -> torch.nn.Module:
@@ -52,15 +53,11 @@ def _loss(recipe: OCTRecipe, role: Role, train_targets: list[int], n_classes: in
         cfg = recipe.teacher
         weights = balanced_class_weights(train_targets, n_classes).tolist() if cfg.class_weights == "balanced" else None
         if cfg.loss == "focal":
-            return FocalLoss(gamma=cfg.focal_gamma, class_weights=weights)
+            return FocalLoss(gamma=cfg.focal_gamma, class_weights=weights, normalize=cfg.focal_normalize)
         return CrossEntropyLoss(class_weights=weights)
     if role == "baseline":
         return CrossEntropyLoss()
-    student = recipe.student
-    if student.kd_loss == "kd":
-        return build_loss("kd", temperature=student.temperature, alpha=student.alpha, **student.kd_loss_params)
-    distill = build_loss(student.kd_loss, temperature=student.temperature, **student.kd_loss_params)
-    return WithHardLabel(distill, alpha=student.alpha)
+    return build_student_objective(recipe.student)
 
 
 def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldContext) -> FoldOutput:
@@ -85,7 +82,7 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
 
     meta = model_meta(recipe, role, classes, ctx.fold, ctx.manifest.sha)
     torch.manual_seed(derive_seed(recipe.seed, role, ctx.fold, "init"))
-    model = build_classifier(meta, cfg.pretrained, cfg.weights, cfg.drop_path)
+    model = build_classifier(meta, cfg.pretrained, cfg.weights, cfg.drop_path, cfg.dropout)
     teacher = None
     if role == "student":
         teacher_meta = model_meta(recipe, "teacher", classes, ctx.fold, ctx.manifest.sha)
@@ -104,7 +101,8 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
     if tensorboard is not None:
         tensorboard.close()
 
-    probs, indices = predict_probabilities(result.model, test_loader, device, tta=cfg.tta, amp_dtype=amp_dtype)
+    probs, indices = predict_probabilities(result.model, test_loader, device, tta=cfg.tta and cfg.tta_views,
+                                           amp_dtype=amp_dtype)
     rows = []
     for position, p in zip(indices, probs):
         record = test_set.records[position]
@@ -115,6 +113,6 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
     columns = ["id", "patient", "eye", "fold", "target", "pred"] + [f"prob_{c}" for c in classes]
     trainer.discard_checkpoint()
     info = {"kept": result.kept, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-            "stopped_early": result.stopped_early,
+            "stopped_early": result.stopped_early, "notes": result.notes,
             "images": {part: len(records) for part, records in parts.items()}}
     return FoldOutput(rows, columns, info)

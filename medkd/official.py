@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from kdcore.cv import FoldManifest, FoldSplit, make_fold_manifest
+from kdcore.cv import FoldManifest, FoldSplit, inner_validation_split
 
 from .data import OCTDataset, official_split
 
@@ -13,17 +13,15 @@ __all__ = ["official_manifest", "select_records"]
 
 def official_manifest(dataset: OCTDataset, val_fraction: float, seed: int) -> FoldManifest:
     train, test, dropped = official_split(dataset, drop_overlap=True)
-    # The inner validation split over training patients reuses the patient-level splitter (fold 0 of it).
-    inner = make_fold_manifest([r.patient for r in train], [r.label for r in train],
-                               n_folds=max(2, int(round(1 / val_fraction))), val_fraction=0.5, seed=seed)
-    val = set(inner.folds[0].test)
-    fit = sorted({r.patient for r in train} - val)
+    fit, val_list = inner_validation_split([r.patient for r in train], [r.label for r in train], val_fraction, seed)
+    val = set(val_list)
     test_patients = sorted({r.patient for r in test})
     counts = {"train": Counter(r.label for r in train if r.patient not in val),
               "val": Counter(r.label for r in train if r.patient in val),
               "test": Counter(r.label for r in test)}
     split = FoldSplit(fold=0, train=fit, val=sorted(val), test=test_patients,
-                      class_counts={k: dict(sorted(v.items())) for k, v in counts.items()})
+                      class_counts={k: dict(sorted(v.items())) for k, v in counts.items()},
+                      val_share=round(len(val) / (len(val) + len(fit)), 6))
     manifest = FoldManifest(folds=[split], seed=seed, n_folds=1, val_fraction=val_fraction,
                             n_items=len(train) + len(test), n_groups=len(set(fit) | val | set(test_patients)),
                             classes=list(dataset.classes))

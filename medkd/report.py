@@ -19,6 +19,7 @@ import numpy as np
 from kdcore.errors import DataError
 from kdcore.report import (audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
                            paired_bootstrap_samples, read_run, RunInputs, safe_name, summarize_samples, write_report)
+from kdcore.report.rundata import training_event_notes
 from kdcore.stats import fold_summary, mcnemar
 
 from .metrics import (CLASS_METRICS, ECE_BINS, MACRO_METRICS, classification_metrics, flat_metrics, reliability_bins,
@@ -180,13 +181,20 @@ def _classes(run: RunInputs) -> list[str]:
 
 def _protocol(run: RunInputs) -> dict:
     manifest = run.manifest
-    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test),
+    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test), "val_share": f.val_share,
               "test_images": int(sum(f.class_counts.get("test", {}).values())) or None,
               "class_counts": f.class_counts} for f in manifest.folds]
     return {"n_folds": manifest.n_folds, "group_name": manifest.group_name, "patients": manifest.n_groups,
             "images": manifest.n_items, "seed": manifest.seed, "val_fraction": manifest.val_fraction,
             "manifest_sha": manifest.sha, "folds": folds, "audit": audit_summary(run.audit),
             "incomplete": run.incomplete}
+
+
+def _student_objective(config: dict) -> dict | None:
+    """The student's resolved objective as config.yaml records it (temperature, weights, warm-up, loss)."""
+    student = config.get("student") or {}
+    keys = ("kd_loss", "temperature", "ce_weight", "kd_weight", "kd_warmup_epochs", "kd_loss_params")
+    return {k: student.get(k) for k in keys} if "kd_loss" in student else None
 
 
 def _n_boot(run: RunInputs, n_boot: int | None) -> int:
@@ -210,10 +218,13 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
         The report dict (as written to ``report.json``)::
 
             run        {recipe, folder}
-            settings   {n_boot, seed, level, unit: "patient", ece_bins, prediction}
+            settings   {n_boot, seed, level, unit: "patient", ece_bins, prediction,
+                        student_objective: {kd_loss, temperature, ce_weight, kd_weight, kd_warmup_epochs,
+                                            kd_loss_params}}
             classes    [names in index order]
             protocol   {n_folds, group_name, patients, images, manifest_sha, seed, val_fraction,
-                        folds: [{fold, train, val, test, test_images, class_counts}], audit, incomplete}
+                        folds: [{fold, train, val, test, val_share, test_images, class_counts}], audit, incomplete}
+                       (val_fraction: the inner-validation share asked; val_share: the share each fold obtained)
             models.<name>  {folds_done, folds_missing, n_images, n_patients,
                             folds: [{fold, n_images, n_patients, <metric>..., per_class, confusion_matrix}],
                             summary.<metric>: {mean, std, ci95: [lo, hi], pooled, n_folds},
@@ -236,7 +247,8 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
     report: dict[str, Any] = {
         "run": {"recipe": run.config.get("name"), "folder": run.path.name},
         "settings": {"n_boot": n_boot, "seed": seed, "level": LEVEL, "unit": "patient", "ece_bins": ECE_BINS,
-                     "prediction": "argmax of the class probabilities"},
+                     "prediction": "argmax of the class probabilities",
+                     "student_objective": _student_objective(run.config)},
         "classes": classes, "protocol": _protocol(run), "models": {}, "comparisons": {}, "notes": [],
     }
     samples = {}
@@ -245,6 +257,7 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
         report["models"][name], samples[name] = _model_section(predictions, classes, missing, n_boot, seed)
         report["models"][name]["profile"] = (run.profile or {}).get(name)
     report["notes"] += run.coverage_notes(list(dict.fromkeys([*MODEL_ORDER, *data])))
+    report["notes"] += training_event_notes(run.log)
     if "student" in data:
         for other in [n for n in data if n != "student"]:
             report["comparisons"][f"student_vs_{other}"] = _comparison(data["student"], data[other], classes, samples,

@@ -85,9 +85,11 @@ def _protocol(doc: HtmlDocument, report: dict) -> None:
                   f"{fmt(protocol['patients'])} {protocol['group_name']}s, {fmt(protocol['images'])} images. "
                   f"Inner validation {protocol['group_name']}s (for early stopping) come from each fold's training "
                   f"part; test {protocol['group_name']}s are never used for training or model selection. "
+                  f"Validation share asked {protocol['val_fraction']}. "
                   f"Fold manifest {protocol['manifest_sha']} (seed {protocol['seed']}).")
-    rows = [[f["fold"], f["train"], f["val"], f["test"], f["test_images"]] for f in protocol["folds"]]
-    doc.table(["fold", "train patients", "val patients", "test patients", "test images"], rows)
+    rows = [[f["fold"], f["train"], f["val"], fmt(f.get("val_share")), f["test"], f["test_images"]]
+            for f in protocol["folds"]]
+    doc.table(["fold", "train patients", "val patients", "val share obtained", "test patients", "test images"], rows)
     audit_section(doc, protocol)
 
 
@@ -162,6 +164,12 @@ def render_report(report: dict, curves: dict[str, dict], log: Sequence[dict],
     doc.paragraph(f"Run folder {report['run']['folder']}; classes {', '.join(report['classes'])}; "
                   f"{settings['n_boot']} patient bootstrap resamples (seed {settings['seed']}); "
                   f"ECE with {settings['ece_bins']} bins; predictions are the {settings['prediction']}.", "muted")
+    objective = settings.get("student_objective")
+    if objective:
+        params = ", ".join(f"{k}={v}" for k, v in (objective.get("kd_loss_params") or {}).items())
+        doc.paragraph(f"Student objective: {objective['ce_weight']} x CE + {objective['kd_weight']} x "
+                      f"{objective['kd_loss']} (T={objective['temperature']}{', ' + params if params else ''}), "
+                      f"distillation weight ramped over {objective['kd_warmup_epochs']} epoch(s).", "muted")
     doc.heading("How to read this report")
     doc.bullets(HOW_TO_READ, "note")
     if report["notes"]:

@@ -399,6 +399,8 @@ def test_a_volume_run_with_bad_files_or_selection_never_starts(tmp_path, capsys,
     code, out = run_cli(medkd.cli, ["run", recipe, "--data-root", root, "--out", tmp_path / "run", *extra], capsys)
     assert code == 2 and message in out and "MRN-" not in out
     assert not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------- reliability issue 17
 
 
@@ -560,3 +562,24 @@ def test_wflw_list_path_leading_outside_the_images(tmp_path, capsys):
         (lists / f"list_98pt_rect_attr_{part}.txt").write_text(line)
     code, out = run_cli(facekd.cli, ["audit", root, "--format", "wflw"], capsys)
     assert code == 1 and "image path '../../secret.jpg' leads outside WFLW_images/" in out
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("student.kd_loss_params.temprature=2", "student.kd_loss_params.temprature: unknown argument of loss 'kd'"),
+    ("student.kd_loss_params.temperature=-2", "student.kd_loss_params.temperature: temperature must be a finite"),
+    ("student.kd_loss_params.gamma=1", "student.kd_loss_params.gamma: unknown argument of loss 'kd'"),
+])
+def test_wrong_kd_loss_params_stop_before_anything_is_read(tmp_path, capsys, setting, message):
+    recipe = write_tiny_recipe(tmp_path)
+    code, out = run_cli(medkd.cli, ["run", recipe, "--out", tmp_path / "run", "--set", setting], capsys)
+    assert code == 2 and message in out
+    assert not (tmp_path / "run").exists(), "nothing may be written for an invalid objective"
+
+
+def test_kd_loss_params_temperature_is_accepted(tmp_path, capsys):
+    import yaml
+
+    recipe = write_tiny_recipe(tmp_path)
+    code, out = run_cli(medkd.cli, ["config", recipe, "--set", "student.kd_loss_params.temperature=2"], capsys)
+    student = yaml.safe_load(out)["student"]
+    assert code == 0 and student["temperature"] == 2.0 and student["kd_loss_params"] == {}

@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 
 from .errors import KDError
 
-__all__ = ["add_run_command", "add_split_command", "add_report_command", "add_export_command", "check_resume",
-           "run_main", "recipe_overrides", "decide_run_folder", "add_predict_device_option"]
+__all__ = ["add_run_command", "add_config_command", "add_split_command", "add_report_command", "add_export_command",
+           "check_resume", "run_main", "recipe_overrides", "decide_run_folder", "add_predict_device_option"]
 
 
 def lazy(module: str, name: str) -> Callable[[], Any]:
@@ -126,6 +126,31 @@ def add_run_command(sub: Any, tool: str, schema_loader: Callable[[], type], pipe
     parser.set_defaults(handler=handler)
 
 
+def add_config_command(sub: Any, tool: str, schema_loader: Callable[[], type]) -> None:
+    """``config RECIPE [--set k=v] [--data-root D] [--device D]``: the fully resolved recipe as YAML on stdout.
+
+    Every default filled in and every shorthand resolved (e.g. ``student.alpha`` into ``ce_weight``/``kd_weight``),
+    exactly what ``run`` would use and write to ``config.yaml``; an invalid recipe fails as ``run`` does.
+    """
+
+    def handler(args: argparse.Namespace) -> int:
+        import yaml
+
+        recipe = _load_recipe(schema_loader(), args)
+        sys.stdout.write(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+        return 0
+
+    help = "print the fully resolved recipe (defaults filled in, --set applied, shorthands resolved) as YAML"
+    parser = sub.add_parser("config", help=help,
+                            description=f"{help}. Example: {tool} config RECIPE --set student.alpha=0.5")
+    parser.add_argument("recipe", type=Path, help="recipe YAML (see pipelines/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, as for run (repeatable)")
+    parser.add_argument("--data-root", type=Path, help="dataset folder (sets data.root)")
+    parser.add_argument("--device", help="override runtime.device")
+    parser.set_defaults(handler=handler)
+
+
 def add_split_command(sub: Any, schema_loader: Callable[[], type],
                       make_manifest: Callable[[Any], Any], group_name: str) -> None:
     """``split RECIPE --data-root D [--out folds.json]``: the fold manifest, to review before training."""
@@ -135,7 +160,8 @@ def add_split_command(sub: Any, schema_loader: Callable[[], type],
         manifest.save(args.split_out)
         for split in manifest.folds:
             print(f"fold {split.fold}: train {len(split.train)} / val {len(split.val)} / test {len(split.test)} "
-                  f"{group_name}s; test items {split.class_counts.get('test')}")
+                  f"{group_name}s (val share {split.val_share}, asked {manifest.val_fraction}); "
+                  f"test items {split.class_counts.get('test')}")
         print(f"wrote {args.split_out} (manifest {manifest.sha})")
         return 0
 

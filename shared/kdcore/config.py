@@ -32,10 +32,18 @@ from .errors import ConfigError
 
 __all__ = [
     "Section", "Field", "field_validator", "model_validator", "load_recipe", "validate_recipe", "parse_overrides", "apply_overrides",
-    "TrainConfig", "SWAConfig", "CVConfig", "RuntimeConfig", "ConfigError", "Seed",
+    "TrainConfig", "SWAConfig", "CVConfig", "RuntimeConfig", "ConfigError", "Seed", "KeyedValueError",
 ]
 
 T = TypeVar("T", bound=BaseModel)
+
+
+class KeyedValueError(ValueError):
+    """Raised by a section's validator about one of its keys: the message names ``<section>.<key>``."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(reason)
+        self.key = key
 
 
 class Section(BaseModel):
@@ -54,8 +62,12 @@ class SWAConfig(Section):
     enabled: bool = False
     start_epoch: int = Field(0, ge=0, description="0-based epoch from which weights are averaged")
     lr: float | None = Field(None, gt=0, description="SWALR target learning rate; None keeps the current one")
-    anneal_epochs: int = Field(1, ge=1)
+    anneal_epochs: int = Field(1, ge=1, description="SWALR anneal from the current lr to lr (torch's default is 10)")
     anneal_strategy: Literal["cos", "linear"] = "cos"
+    on_plateau: Literal["start_swa", "stop"] = Field(
+        "start_swa", description="early-stopping patience running out before the SWA phase: start that phase now "
+                                 "(with its planned length), or stop training as KD-OCT's code does (patience then "
+                                 "also applies during the SWA phase); either way the log and report say so")
 
 
 class TrainConfig(Section):
@@ -68,11 +80,23 @@ class TrainConfig(Section):
     lr: float = Field(1e-3, gt=0, description="learning rate of the head")
     backbone_lr: float | None = Field(None, gt=0, description="learning rate of the backbone; None = lr")
     weight_decay: float = Field(0.01, ge=0)
+    filter_bias_and_bn: bool = Field(True, description="no weight decay on biases and normalisation weights (timm's "
+                                                       "default); false decays every parameter, as KD-OCT's code")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
     freeze_backbone_epochs: int = Field(0, ge=0)
     warmup_epochs: float = Field(0, ge=0)
-    warmup_start_factor: float = Field(0.01, gt=0, le=1)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_start_factor: float | None = Field(
+        0.01, gt=0, le=1, description="lr factor of the first warm-up step, rising linearly to 1 when warm-up ends; "
+                                      "None: (u + 1) / warmup for unit u, as KD-OCT's LambdaLR (full lr on the last "
+                                      "warm-up unit)")
+    schedule: Literal["cosine", "constant", "inverse_time"] = Field(
+        "cosine", description="after warm-up: cosine to min_lr, constant, or lr / (1 + lr_decay * step) (Keras' "
+                              "legacy optimizer `decay`, as the KD-Loss code's Adam(decay=1e-4))")
+    schedule_per: Literal["step", "epoch"] = Field(
+        "step", description="advance warm-up and schedule per optimizer step or once per epoch (KD-OCT's code)")
+    schedule_epochs: int | None = Field(
+        None, ge=1, description="length of the cosine in epochs; None = until the SWA start (or all epochs)")
+    lr_decay: float = Field(0.0, ge=0, description="inverse_time schedule: decay per optimizer step")
     min_lr: float = Field(1e-6, ge=0)
     amp: bool = Field(False, description="mixed precision where the device supports it (see runtime.amp_dtype)")
     clip_grad_norm: float | None = Field(None, gt=0)
@@ -85,6 +109,10 @@ class TrainConfig(Section):
             raise ValueError(f"swa.start_epoch must be < epochs ({self.epochs}), got {self.swa.start_epoch}")
         if self.warmup_epochs >= self.epochs and self.epochs > 1:
             raise ValueError(f"warmup_epochs must be < epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.schedule_per == "epoch" and not float(self.warmup_epochs).is_integer():
+            raise ValueError(f"warmup_epochs must be a whole number with schedule_per: epoch, got {self.warmup_epochs}")
+        if self.schedule == "inverse_time" and self.lr_decay == 0:
+            raise ValueError("schedule inverse_time needs lr_decay > 0")
         return self
 
 
@@ -92,7 +120,10 @@ class CVConfig(Section):
     """Patient- (or subject-) level cross-validation."""
 
     folds: int = Field(5, ge=2)
-    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of each training part's patients kept for inner validation")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of each training part's patients kept for "
+                                                                 "inner validation (rounded to whole patients, "
+                                                                 "stratified by class; folds.json records the share "
+                                                                 "obtained)")
     seed: Seed | None = Field(None, description="split seed; None = the recipe's seed")
 
 
@@ -285,7 +316,10 @@ def _describe_error(schema: type[BaseModel], err: dict) -> str:
     if kind == "literal_error":
         return f"{_key_path(loc)}: must be one of {err['ctx']['expected']}, got {value!r}"
     if kind == "value_error":
-        reason = str(err["ctx"]["error"])
+        error = err["ctx"]["error"]
+        if isinstance(error, KeyedValueError):
+            loc = loc + tuple(error.key.split("."))
+        reason = str(error)
         return f"{_key_path(loc)}: {reason}" if loc else reason
     if kind == "model_type" or kind == "dict_type":
         return f"{_key_path(loc)}: must be a section (mapping of keys), got {value!r}"

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import ShuffleSplit, StratifiedGroupKFold, StratifiedShuffleSplit
 
 from .atomic import atomic_write_json
 from .errors import DataError
 
-__all__ = ["PatientKFold", "FoldSplit", "FoldManifest", "make_fold_manifest", "load_manifest", "rename_groups"]
+__all__ = ["PatientKFold", "FoldSplit", "FoldManifest", "make_fold_manifest", "load_manifest", "rename_groups",
+           "inner_validation_split"]
 
 
 class PatientKFold:
@@ -88,6 +89,39 @@ class FoldSplit:
     val: list[str]
     test: list[str]
     class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    val_share: float | None = None  # obtained: val groups / (train + val groups); the manifest records the share asked
+
+
+def inner_validation_split(groups: Sequence[str], labels: Sequence[str] | None, val_fraction: float, seed: int,
+                           group_name: str = "patient", where: str = "") -> tuple[list[str], list[str]]:
+    """Hold out ``round(val_fraction * n_groups)`` whole groups, stratified by each group's class.
+
+    A group's class is its most frequent label (ties: the first in sorted order). The share obtained is within
+    half a group of the share asked. Returns ``(fit_groups, val_groups)``, each sorted.
+
+    Example:
+        >>> groups = [f"p{i}" for i in range(20)]
+        >>> fit, val = inner_validation_split(groups, ["a"] * 10 + ["b"] * 10, 0.3, seed=0)
+        >>> len(val), sum(int(g[1:]) < 10 for g in val)  # 6 of 20 held out, 3 of each class
+        (6, 3)
+    """
+    label_of: dict[str, Counter] = defaultdict(Counter)
+    for i, group in enumerate(groups):
+        label_of[str(group)][None if labels is None else str(labels[i])] += 1
+    names = sorted(label_of)
+    n_val = int(round(val_fraction * len(names)))
+    prefix = f"{where}: " if where else ""
+    if n_val < 1 or n_val >= len(names):
+        raise DataError(f"{prefix}{len(names)} training {group_name}s are too few for a validation share of "
+                        f"{val_fraction} (it would hold out {n_val})")
+    strata = np.asarray([sorted(c.items(), key=lambda kv: (-kv[1], str(kv[0])))[0][0] or "" for c in
+                         (label_of[n] for n in names)])
+    counts = Counter(strata.tolist())
+    stratify = labels is not None and len(counts) > 1 and min(counts.values()) >= 2 \
+        and len(counts) <= n_val <= len(names) - len(counts)
+    splitter = (StratifiedShuffleSplit if stratify else ShuffleSplit)(n_splits=1, test_size=n_val, random_state=seed)
+    fit_idx, val_idx = next(splitter.split(np.zeros(len(names)), strata if stratify else None))
+    return sorted(names[i] for i in fit_idx), sorted(names[i] for i in val_idx)
 
 
 @dataclass
@@ -146,24 +180,20 @@ def make_fold_manifest(groups: Sequence[str], labels: Sequence[str] | None, n_fo
         labels: the class used for stratification of each item (None for regression).
         n_folds: outer folds.
         val_fraction: share of each training part's groups held out for inner validation (early stopping,
-            best-epoch selection); never used for the reported test metrics.
+            best-epoch selection; stratified by class, to within half a group, see :func:`inner_validation_split`);
+            never used for the reported test metrics. Each fold records the share obtained (``val_share``).
         seed: split seed.
     """
     groups_arr = np.asarray([str(g) for g in groups])
     labels_arr = None if labels is None else np.asarray([str(v) for v in labels])
     outer = PatientKFold(n_folds, shuffle=True, random_state=seed, group_name=group_name)
-    inner_splits = max(2, int(round(1.0 / val_fraction)))
     folds = []
     for k, (train_idx, test_idx) in enumerate(outer.split(groups_arr, labels_arr, groups_arr)):
-        train_groups = groups_arr[train_idx]
-        if len(set(train_groups.tolist())) < inner_splits:
-            raise DataError(f"fold {k}: {len(set(train_groups.tolist()))} training {group_name}s are too few for a "
-                            f"validation share of {val_fraction}")
-        inner = StratifiedGroupKFold(inner_splits, shuffle=True, random_state=seed + 1000 + k)
-        inner_labels = np.zeros(len(train_idx), dtype=int) if labels_arr is None else labels_arr[train_idx]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            fit_rel, val_rel = next(inner.split(np.zeros(len(train_idx)), inner_labels, train_groups))
+        fit_groups, val_groups = inner_validation_split(
+            groups_arr[train_idx], None if labels_arr is None else labels_arr[train_idx], val_fraction,
+            seed + 1000 + k, group_name, where=f"fold {k}")
+        in_val = np.isin(groups_arr[train_idx], val_groups)
+        fit_rel, val_rel = np.flatnonzero(~in_val), np.flatnonzero(in_val)
         part_indices = {"train": train_idx[fit_rel], "val": train_idx[val_rel], "test": test_idx}
         counts = {}
         for part, indices in part_indices.items():
@@ -175,6 +205,7 @@ def make_fold_manifest(groups: Sequence[str], labels: Sequence[str] | None, n_fo
             val=sorted(set(groups_arr[part_indices["val"]].tolist())),
             test=sorted(set(groups_arr[part_indices["test"]].tolist())),
             class_counts=counts,
+            val_share=round(len(val_groups) / (len(val_groups) + len(fit_groups)), 6),
         ))
     manifest = FoldManifest(folds=folds, seed=seed, n_folds=n_folds, val_fraction=val_fraction,
                             group_name=group_name, n_items=len(groups_arr), n_groups=len(set(groups_arr.tolist())),

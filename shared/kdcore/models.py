@@ -33,6 +33,7 @@ def create_model(
     weights: str | os.PathLike | None = None,
     drop_path_rate: float | None = None,
     in_chans: int = 3,
+    drop_rate: float | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """A timm model with a fresh ``num_outputs`` head.
@@ -44,11 +45,14 @@ def create_model(
         weights: a local weights file (.safetensors, .pth, .bin) for machines without hub access; the
             classifier is re-initialised when its shape differs, exactly as timm does for hub weights.
         drop_path_rate: stochastic depth, for the models that have it.
+        drop_rate: dropout before the classifier (timm's ``drop_rate``); None keeps the model's default.
     """
     check_model_choice(name, weights)
     options: dict[str, Any] = dict(num_classes=num_outputs, in_chans=in_chans, **kwargs)
     if drop_path_rate is not None:
         options["drop_path_rate"] = drop_path_rate
+    if drop_rate is not None:
+        options["drop_rate"] = drop_rate
     if weights is not None:
         path = Path(weights)
         options["pretrained_cfg_overlay"] = dict(file=str(path))

@@ -81,3 +81,35 @@ def test_regression_split_without_labels():
     groups = [f"s{i // 2}" for i in range(40)]
     manifest = make_fold_manifest(groups, None, n_folds=4, val_fraction=0.25, seed=0, group_name="subject")
     assert sorted(g for f in manifest.folds for g in f.test) == sorted(set(groups))
+
+
+@pytest.mark.parametrize("val_fraction", [0.1, 0.15, 0.2, 0.3, 0.4, 0.45])
+@pytest.mark.parametrize("stratified", [True, False])
+def test_inner_validation_holds_out_the_share_asked(val_fraction, stratified):
+    # 61 patients of uneven size in 3 classes; the old inner k-fold gave 1/round(1/f) (0.45 -> 0.5, 0.15 -> 0.143)
+    rng = np.random.default_rng(3)
+    groups, labels = [], []
+    for p in range(61):
+        groups += [f"p{p}"] * int(rng.integers(1, 6))
+        labels += [("a", "b", "c")[p % 3]] * (len(groups) - len(labels))
+    manifest = make_fold_manifest(groups, labels if stratified else None, 5, val_fraction, seed=1)
+    assert manifest.val_fraction == val_fraction
+    patient_class = dict(zip(groups, labels))
+    for split in manifest.folds:
+        n_train = len(split.train) + len(split.val)
+        assert abs(len(split.val) - val_fraction * n_train) <= 1, (split.fold, len(split.val), n_train)
+        assert split.val_share == pytest.approx(len(split.val) / n_train, abs=1e-6)
+        if stratified:  # each class within one patient of its own share
+            for c in "abc":
+                in_class = [p for p in split.train + split.val if patient_class[p] == c]
+                held = [p for p in split.val if patient_class[p] == c]
+                assert abs(len(held) - val_fraction * len(in_class)) <= 1, (c, len(held), len(in_class))
+
+
+def test_val_share_is_saved_and_loaded(tmp_path):
+    groups = [f"p{i // 2}" for i in range(60)]
+    manifest = make_fold_manifest(groups, ["a", "b"] * 30, 3, 0.3, seed=0)
+    manifest.save(tmp_path / "folds.json")
+    loaded = load_manifest(tmp_path / "folds.json")
+    assert [f.val_share for f in loaded.folds] == [f.val_share for f in manifest.folds]
+    assert all(0.25 < f.val_share < 0.35 for f in loaded.folds) and loaded.sha == manifest.sha

@@ -17,7 +17,11 @@ from tests.medkd.tiny import write_tiny_recipe
 # end (the step that saw 1/N of the data on rank 0). Its learning rate is small because on the CPU there is no
 # SyncBatchNorm: in training each rank normalises its half-batch, and only a tiny step keeps that from mattering.
 # The student is a LayerNorm model trained normally.
-BATCHNORM_SWA_TEACHER = {"teacher": {"model": "test_resnet", "loss": "ce", "class_weights": "none",
+# Every eye has 2 B-scans and every B-scan is kept (subset all), so each training part has an even number of images:
+# with an odd number the sharded sampler pads one rank with a repeated image (as DistributedSampler does), and the
+# two runs would see different epochs.
+BATCHNORM_SWA_TEACHER = {"data": {"subset": "all", "synthetic": {"scans_per_eye": [2, 2]}},
+                         "teacher": {"model": "test_resnet", "loss": "ce", "class_weights": "none",
                                      "train": {"lr": 1.0e-5, "warmup_epochs": 0,
                                                "swa": {"enabled": True, "start_epoch": 1, "lr": 1.0e-5}}},
                          "student": {"model": "test_convnext"}}

@@ -109,6 +109,63 @@ def test_plateau_before_swa_starts_the_swa_phase(tmp_path):
     result, _ = fit(tmp_path, config, task=Worsening(ToyImages(8)))
     # plateau after epoch 2 -> SWA phase of 10-8=2 epochs (3 and 4) -> 5 epochs in all.
     assert result.kept == "swa" and result.epochs_run == 5
+    assert len(result.notes) == 1 and "started early, at epoch 3" in result.notes[0]
+
+
+def test_plateau_before_swa_can_stop_training_and_says_so(tmp_path):
+    class Worsening(ToyTask):
+        def validate(self, model):
+            super().validate(model)
+            return {"loss": float(len(self.snapshots))}
+
+    config = TrainConfig(epochs=10, patience=2, swa={"enabled": True, "start_epoch": 8, "on_plateau": "stop"})
+    result, _ = fit(tmp_path, config, task=Worsening(ToyImages(8)))
+    assert result.kept == "best" and result.stopped_early and result.epochs_run == 3
+    assert len(result.notes) == 1 and "stopped at epoch 2 before the SWA phase" in result.notes[0]
+
+
+def _lrs(config: TrainConfig, steps_per_epoch: int, epochs: int) -> list[float]:
+    from kdcore.engine import build_scheduler
+
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    scheduler = build_scheduler(sgd, config, steps_per_epoch, config.epochs)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(sgd.param_groups[0]["lr"])
+        for _ in range(1 if config.schedule_per == "epoch" else steps_per_epoch):
+            sgd.step()
+            scheduler.step()
+    return lrs
+
+
+def test_epoch_schedule_is_kd_octs_lambda():
+    # KD-OCT's cosine_with_warmup_lambda, transliterated: (e + 1) / W, then cosine over all epochs to min_lr
+    def kd_oct(epoch, total=150, warmup=10, min_lr=1e-7, base_lr=1e-4):
+        if epoch < warmup:
+            return (epoch + 1) / max(1, warmup)
+        progress = (epoch - warmup) / max(1, total - warmup)
+        return min_lr / base_lr + (1.0 - min_lr / base_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    config = TrainConfig(epochs=150, warmup_epochs=10, warmup_start_factor=None, schedule_per="epoch",
+                         schedule_epochs=150, min_lr=1e-7, swa={"enabled": True, "start_epoch": 100})
+    assert _lrs(config, 7, 100) == pytest.approx([1e-4 * kd_oct(e) for e in range(100)], rel=1e-12)
+
+
+def test_inverse_time_decay_is_keras_legacy_decay():
+    config = TrainConfig(epochs=3, schedule="inverse_time", lr_decay=1e-2, warmup_epochs=0)
+    lrs = _lrs(config, 5, 3)  # Keras: lr / (1 + decay * iterations), iterations counted before the update
+    assert lrs == pytest.approx([1e-4 / (1 + 1e-2 * 5 * e) for e in range(3)], rel=1e-12)
+
+
+def test_weight_decay_on_every_parameter_when_asked():
+    from kdcore.engine import build_optimizer
+
+    model = make_model()
+    filtered = build_optimizer(model, TrainConfig(weight_decay=0.05))
+    everything = build_optimizer(model, TrainConfig(weight_decay=0.05, filter_bias_and_bn=False))
+    assert any(g["weight_decay"] == 0.0 for g in filtered.param_groups)
+    assert all(g["weight_decay"] == 0.05 for g in everything.param_groups)
+    assert sum(len(g["params"]) for g in everything.param_groups) == len(list(model.parameters()))
 
 
 def test_bf16_autocast_on_cpu(tmp_path):

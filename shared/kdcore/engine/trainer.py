@@ -61,6 +61,7 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what changed the planned course (a plateau before SWA)
 
 
 def move_to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -200,6 +201,8 @@ class Trainer:
         torch.manual_seed(derive_seed(self.seed, self.name, self.fold, "epoch", epoch))
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
+        if hasattr(self.task, "set_epoch"):  # e.g. a distillation weight ramped over the first epochs
+            self.task.set_epoch(epoch)
         train_model.train()
         started = time.perf_counter()
         # Running sums stay on the device and are read once, at the end of the epoch: a float() per micro-batch
@@ -229,20 +232,23 @@ class Trainer:
                 extras[key] = extras.get(key, 0.0) + (extra.detach().float() if torch.is_tensor(extra) else extra)
             if step + 1 == group_start + group_size:
                 if self._optimizer_step(group_finite, epoch, group_start, step):
-                    if not in_swa:
+                    if not in_swa and cfg.schedule_per == "step":
                         # Only a step the optimizer took advances the schedule: skipped fp16 steps must not
                         # shorten the warm-up.
                         self.scheduler.step()
                 else:
                     skipped += 1
                 group_finite = None
+        lr = self.optimizer.param_groups[0]["lr"]
+        if not in_swa and cfg.schedule_per == "epoch":
+            self.scheduler.step()
         keys = list(extras)
         device_values = [loss_sum, finite_batches] + [extras[k] for k in keys if torch.is_tensor(extras[k])]
         read = iter(torch.stack([v.to(self.device).float() for v in device_values]).tolist())  # the one read
         total_loss, batches = next(read), next(read)
         means = {k: (next(read) if torch.is_tensor(extras[k]) else extras[k]) / max(1, n_batches) for k in keys}
         record = {"model": self.name, "fold": self.fold, "epoch": epoch, "split": "train",
-                  "loss": total_loss / max(1.0, batches), "lr": self.optimizer.param_groups[0]["lr"],
+                  "loss": total_loss / max(1.0, batches), "lr": lr,
                   "seconds": round(time.perf_counter() - started, 3), "swa": in_swa}
         if self.scaler.is_enabled():
             record["skipped_steps"] = skipped
@@ -320,22 +326,38 @@ class Trainer:
 
     def _early_stopping(self, state: dict, epoch: int, in_swa: bool) -> None:
         patience = self.config.patience
-        if patience is None or state["bad_epochs"] < patience or in_swa:
+        on_plateau = self.config.swa.on_plateau
+        if patience is None or state["bad_epochs"] < patience or (in_swa and on_plateau == "start_swa"):
             return
-        if state["swa_start"] is None:
+        if state["swa_start"] is None or on_plateau == "stop" or in_swa:
             state["stopped_early"] = True
-            log.info("%s fold %s: early stop after epoch %d (best %s at epoch %s)", self.name, self.fold, epoch,
-                     state["best_score"], state["best_epoch"])
+            if state["swa_start"] is not None and not in_swa:
+                self._note(state, epoch, "plateau_before_swa",
+                           f"{self.name} fold {self.fold}: no improvement for {patience} epochs, training stopped at "
+                           f"epoch {epoch} before the SWA phase (planned from epoch {state['swa_start']}); "
+                           f"nothing was averaged, the best epoch ({state['best_epoch']}) is kept")
+            else:
+                log.info("%s fold %s: early stop after epoch %d (best %s at epoch %s)", self.name, self.fold, epoch,
+                         state["best_score"], state["best_epoch"])
             return
         # With SWA the average is the model kept: a plateau before the SWA phase starts that phase now,
         # with its planned length, instead of ending the run with nothing averaged.
         swa_length = state["planned_epochs"] - state["swa_start"]
+        self._note(state, epoch, "plateau_before_swa",
+                   f"{self.name} fold {self.fold}: no improvement for {patience} epochs, so the SWA phase planned "
+                   f"from epoch {state['swa_start']} started early, at epoch {epoch + 1}, for {swa_length} epochs")
         state["swa_start"] = epoch + 1
         state["planned_epochs"] = epoch + 1 + swa_length
         state["stopped_early"] = False
         state["bad_epochs"] = 0
-        log.info("%s fold %s: plateau at epoch %d, SWA phase starts now for %d epochs", self.name, self.fold,
-                 epoch, swa_length)
+
+    def _note(self, state: dict, epoch: int, event: str, message: str) -> None:
+        """A change of the planned course: logged, kept in the fit result and in log.jsonl for the report."""
+        log.warning("%s", message)
+        state.setdefault("notes", []).append(message)
+        if self.run is not None and is_main_process():
+            self.run.log_event({"model": self.name, "fold": self.fold, "split": "event", "event": event,
+                                "at_epoch": epoch, "message": message})
 
     def _make_swalr(self) -> SWALR:
         swa = self.config.swa
@@ -364,7 +386,7 @@ class Trainer:
         final.eval()
         result = FitResult(model=final, kept=kept, best_epoch=state["best_epoch"], best_score=state["best_score"],
                            epochs_run=state["epoch"] + 1, stopped_early=state["stopped_early"],
-                           history=state["history"])
+                           history=state["history"], notes=list(state.get("notes", [])))
         if kept == "swa":
             result.history.append({"model": self.name, "fold": self.fold, "epoch": state["epoch"], "split": "swa",
                                    **self._validate(final), "n_averaged": int(self.swa_model.n_averaged.item())})

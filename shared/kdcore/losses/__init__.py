@@ -8,7 +8,7 @@ Example:
     >>> import torch
     >>> from kdcore.losses import build_loss, list_losses
     >>> list_losses()
-    ['balanced_kl', 'bdkd', 'ce', 'dkd', 'focal', 'kd', 'nkd', 'reverse_kl']
+    ['balanced_kl', 'ce', 'dkd', 'focal', 'kd', 'nkd', 'reverse_kl']
     >>> loss = build_loss("dkd", beta=8.0)
     >>> s, t, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
     >>> loss(s, t, y).shape

@@ -1,4 +1,4 @@
-"""Forward and reverse KL between softened class distributions, and their weighted balance (BD-KD style).
+"""Forward and reverse KL between softened class distributions, and a fixed-weight balance of the two.
 
 With ``p = softmax(teacher / T)`` and ``q = softmax(student / T)``:
 
@@ -64,17 +64,17 @@ class ReverseKLLoss(nn.Module):
 
 
 @register_loss("balanced_kl")
-@register_loss("bdkd")
 class BalancedDivergenceLoss(nn.Module):
-    """Fixed-weight balance of forward and reverse KL, in the spirit of BD-KD (Amara et al. 2023).
+    """Fixed-weight balance of forward and reverse KL (not BD-KD, whose balance is adaptive: see below).
 
     ``T^2 * mean_i [forward_weight * KL(p_i || q_i) + reverse_weight * KL(q_i || p_i)]`` with
     ``p = softmax(t/T)``, ``q = softmax(s/T)``.
 
     The weights are FIXED hyper-parameters, the same for every sample. BD-KD itself weights the two divergences
     per sample (from the networks' confidence) inside an online-distillation scheme; its exact weighting rule
-    could not be checked against the paper or code here, so it is not reproduced. The defaults 0.5/0.5 make the
-    loss the mean of the two divergences, on the same scale as the forward-KL term of :class:`KDLoss`.
+    could not be checked against the paper or code here, so it is not reproduced, and no name here claims it.
+    The defaults 0.5/0.5 make the loss the mean of the two divergences, on the same scale as the forward-KL term
+    of :class:`KDLoss`.
     Distillation part only (no cross-entropy).
     """
 

@@ -59,7 +59,8 @@ class DKDLoss(nn.Module):
 
     ``loss = T^2 * (1/B) sum_i (alpha * TCKD_i + beta * NCKD_i)`` (see :func:`dkd_terms`). Defaults are the
     paper's CIFAR-100 setting (alpha 1, beta 8, T 4). The paper's linear warm-up of the whole loss over the first
-    epochs is a schedule, left to the training loop.
+    20 epochs is a schedule, applied by the student objective (``student.kd_warmup_epochs``, see
+    :mod:`kdcore.objective`, which defaults to 20 for ``dkd``).
 
     Example:
         >>> s, t, y = torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 1, 2, 3])

@@ -37,13 +37,17 @@ def _weights_for(class_weights: torch.Tensor | None, logits: torch.Tensor, targe
     return class_weights.to(device=logits.device, dtype=logits.dtype)[target]
 
 
-def _reduce(per_sample: torch.Tensor, sample_weights: torch.Tensor | None, reduction: str) -> torch.Tensor:
-    """``mean`` divides by the summed sample weights (as ``F.cross_entropy`` does), else by B."""
+def _reduce(per_sample: torch.Tensor, sample_weights: torch.Tensor | None, reduction: str,
+            normalize: str = "weights") -> torch.Tensor:
+    """``mean`` divides by the summed sample weights (``normalize="weights"``, as ``F.cross_entropy`` does)
+    or by B (``"batch"``, or without weights)."""
     if reduction == "none":
         return per_sample
     if reduction == "sum":
         return per_sample.sum()
-    return per_sample.sum() / sample_weights.sum() if sample_weights is not None else per_sample.mean()
+    if sample_weights is not None and normalize == "weights":
+        return per_sample.sum() / sample_weights.sum()
+    return per_sample.mean()
 
 
 @register_loss("focal")
@@ -52,13 +56,16 @@ class FocalLoss(nn.Module):
 
     ``reduction="mean"`` returns ``sum_i loss_i / sum_i w[y_i]`` (plain mean without weights), so ``gamma=0``
     equals ``F.cross_entropy(logits, target, weight=class_weights)``; like it, a batch whose classes all have
-    weight 0 gives NaN. ``"sum"`` sums, ``"none"`` returns the (B,) per-sample losses.
+    weight 0 gives NaN. With ``normalize="batch"`` it returns ``sum_i loss_i / B`` instead, as KD-OCT's code
+    does (``focal_loss.mean()``). ``"sum"`` sums, ``"none"`` returns the (B,) per-sample losses.
 
     Args:
         gamma: focusing exponent >= 0 (0 gives cross-entropy).
         class_weights: one non-negative weight per class (list, tuple, array or tensor); kept as a buffer, so it
             follows ``.to(device)`` and is saved in ``state_dict``.
         reduction: "mean", "sum" or "none".
+        normalize: what ``"mean"`` divides by with class weights: ``"weights"`` (their sum over the batch) or
+            ``"batch"`` (B).
 
     Example:
         >>> logits, y = torch.randn(8, 4), torch.randint(0, 4, (8,))
@@ -72,10 +79,13 @@ class FocalLoss(nn.Module):
     class_weights: torch.Tensor | None
 
     def __init__(self, gamma: float = 2.0, class_weights: ClassWeights | None = None,
-                 reduction: Reduction = "mean") -> None:
+                 reduction: Reduction = "mean", normalize: str = "weights") -> None:
         super().__init__()
         self.gamma = check_non_negative(gamma, "gamma")
         self.reduction = check_reduction(reduction)
+        if normalize not in ("weights", "batch"):
+            raise ValueError(f"normalize must be 'weights' or 'batch', got {normalize!r}")
+        self.normalize = normalize
         self.register_buffer("class_weights", as_class_weights(class_weights))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -90,7 +100,7 @@ class FocalLoss(nn.Module):
         weights = _weights_for(self.class_weights, x, target)
         if weights is not None:
             per_sample = weights * per_sample
-        return _reduce(per_sample, weights, self.reduction)
+        return _reduce(per_sample, weights, self.reduction, self.normalize)
 
     def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, reduction={self.reduction!r}"
+        return f"gamma={self.gamma}, reduction={self.reduction!r}, normalize={self.normalize!r}"

@@ -25,10 +25,16 @@ from ..errors import DataError
 from ..predictions import read_predictions
 
 __all__ = ["RunInputs", "read_run", "read_json", "read_log_records", "audit_summary", "audit_lines", "profile_rows",
-           "PROFILE_HEADER", "json_safe", "write_report", "is_coverage_note"]
+           "PROFILE_HEADER", "json_safe", "write_report", "is_coverage_note", "training_event_notes"]
 
 PROFILE_HEADER = ["model", "architecture", "parameters (M)", "GFLOPs", "latency median (ms, batch 1)", "input"]
 _NONE_DONE, _SOME_MISSING = "no completed fold in this run", "not completed"
+
+
+def training_event_notes(records: list[dict]) -> list[str]:
+    """Messages of the engine's ``split == "event"`` records in log.jsonl (e.g. a plateau before the SWA phase),
+    once each, so the report says what changed a model's planned training."""
+    return list(dict.fromkeys(str(r["message"]) for r in records if r.get("split") == "event" and r.get("message")))
 
 
 def is_coverage_note(note: str) -> bool:
