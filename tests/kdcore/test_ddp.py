@@ -68,7 +68,9 @@ def test_two_process_gloo_run_matches_single_process(tmp_path):
                 a, b = fold_one[metric], fold_two[metric]
                 assert (a is None and b is None) or abs(a - b) < 0.02, (model, metric, a, b)
     # The gathered predictions themselves agree closely (same samples, same seeds, averaged gradients, and the
-    # SWA teacher's BatchNorm statistics from the whole training set on both).
+    # SWA teacher's BatchNorm statistics from the whole training set on both). The bound is the BatchNorm test's
+    # (tests/kdcore/test_ddp_batchnorm.py): each rank still normalises its own half-batch while training (no
+    # SyncBatchNorm on the CPU), which moves the teacher by ~1e-3 here; without the SWA fix it moves by ~7e-2.
     import csv
 
     for model, fold in ((m, k) for m in ("teacher", "student") for k in (0, 1)):
@@ -76,7 +78,7 @@ def test_two_process_gloo_run_matches_single_process(tmp_path):
             p1 = [float(r["prob_CNV"]) for r in csv.DictReader(f)]
         with open(tmp_path / "two" / "folds" / f"fold_{fold}" / model / "predictions.csv") as f:
             p2 = [float(r["prob_CNV"]) for r in csv.DictReader(f)]
-        assert len(p1) == len(p2) and max(abs(a - b) for a, b in zip(p1, p2)) < 1e-3, (model, fold)
+        assert len(p1) == len(p2) and max(abs(a - b) for a, b in zip(p1, p2)) < 2e-3, (model, fold)
     assert json.loads((tmp_path / "two" / "folds" / "fold_0" / "teacher" / "done.json").read_text())["kept"] == "swa"
 
 
