@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import (add_export_command, add_report_command, add_run_command, add_split_command, lazy,
+from kdcore.cli import (add_export_command, add_report_command, add_run_command, add_split_command,
+                        add_sweep_command, lazy,
                         print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_synth)
 
     add_report_command(sub, lazy("facekd.report", "build_report"))
+    add_sweep_command(sub, "facekd", lambda: lazy("facekd.sweep", "adapter")()(),
+                      example="facekd sweep pipelines/face_kd_demo.yaml "
+                              "--space SPACE.yaml --trials 8 --out runs/sweep")
     add_export_command(sub, lazy("facekd.export", "export_run"), "onnx,torchscript",
                        help="export a trained student (ONNX, TorchScript) with parity checks")
 
