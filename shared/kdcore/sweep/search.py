@@ -319,7 +319,10 @@ class _Sweep:
         return study
 
     def run(self) -> dict[str, Any]:
-        self.prepare()
+        from ..experiment import undo_new_folder_on_error
+
+        with undo_new_folder_on_error(self.out):  # bad data or no student within budget: no folder left behind
+            self.prepare()
         study = self.study()
         self._work(study)
         from .outputs import write_outputs
