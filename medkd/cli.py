@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_command(sub, lazy("medkd.report", "build_report"))
     add_sweep_command(sub, "medkd", lambda: lazy("medkd.sweep", "adapter")()(),
                       example="medkd sweep pipelines/kd_oct_demo.yaml "
-                              "--space pipelines/sweep_oct_demo.yaml --folds 0 --trials 8 --out runs/sweep")
+                              "--space pipelines/spaces/kd_oct_demo.yaml --folds 0 --trials 8 --out runs/sweep")
     add_export_command(sub, lazy("medkd.export", "export_run"), "onnx,torchscript,bundle",
                        help="export a trained student (ONNX, TorchScript, MONAI bundle) with parity checks",
                        schema_option=True)
