@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from kdcore.fidelity import landmark_fidelity
+from kdcore.fidelity import kd_verdict, landmark_fidelity
 
 from .metrics import normaliser
 
@@ -34,7 +34,9 @@ def fidelity_section(data: dict, report: dict, threshold: float, n_boot: int, se
     if primary.get("available", True):
         section.update({k: primary[k] for k in ("n_images", "nme_to_teacher", "agreement", "kl", "kl_note",
                                                 "teacher_right_student_wrong", "student_right_teacher_wrong")})
-    section["diagnosis"] = _diagnosis(report["models"])
+    section["kd_vs_baseline"] = kd_verdict(report["comparisons"].get("student_vs_baseline"), "nme", False,
+                                           scale=100, unit=" points")
+    section["diagnosis"] = [section["kd_vs_baseline"]["text"], *_diagnosis(report["models"])]
     return section
 
 

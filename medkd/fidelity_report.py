@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from kdcore.fidelity import classification_fidelity
+from kdcore.fidelity import classification_fidelity, kd_verdict
 
 __all__ = ["fidelity_section"]
 
@@ -18,6 +18,7 @@ def fidelity_section(data: dict, classes: list[str], report: dict, config: dict,
     """``data``: the report's ModelPredictions by model name; ``report``: its models section already filled."""
     section: dict[str, Any] = {"student": "student", "teacher": "teacher", "unit": "patient", "pairs": {},
                                "diagnosis": []}
+    section["kd_vs_baseline"] = kd_verdict(report["comparisons"].get("student_vs_baseline"), "accuracy", True)
     if "student" not in data or "teacher" not in data:
         section["pairs"]["student_vs_teacher"] = {"available": False,
                                                   "reason": "the student or the teacher has no completed fold"}
@@ -31,7 +32,7 @@ def fidelity_section(data: dict, classes: list[str], report: dict, config: dict,
     section["pairs"]["student_vs_teacher"] = pair
     section.update({k: pair[k] for k in ("n_images", "agreement", "kl", "agreement_per_class",
                                          "teacher_right_student_wrong", "student_right_teacher_wrong")})
-    section["diagnosis"] = _diagnosis(report["models"], pair)
+    section["diagnosis"] = [section["kd_vs_baseline"]["text"], *_diagnosis(report["models"], pair)]
     return section
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .report.bootstrap import bootstrap_samples, summarize_samples
 
-__all__ = ["classification_fidelity", "landmark_fidelity", "soft_target_entropy", "fidelity_html"]
+__all__ = ["classification_fidelity", "landmark_fidelity", "soft_target_entropy", "fidelity_html", "kd_verdict"]
 EPS = 1e-12
 LEVEL = 0.95
 
@@ -160,6 +160,33 @@ def landmark_fidelity(student: np.ndarray, teacher: np.ndarray, truth: np.ndarra
         "student_right_teacher_wrong": {"count": int(s_only.sum()), "share": float(s_only.mean()),
                                         "ci95": _with_ci(0.0, samples, "s_only")["ci95"]},
     }
+
+
+def kd_verdict(comparison: dict | None, metric: str, higher_is_better: bool, scale: float = 1.0,
+               unit: str = "") -> dict[str, Any]:
+    """Did the KD student beat the no-KD baseline? From the report's paired comparison ``student_vs_baseline``:
+    better (or worse) only when the whole paired 95% interval of the difference is on that side of zero.
+
+    >>> kd_verdict({"available": True, "metrics": {"accuracy": {"difference": 0.04, "ci95": [0.01, 0.07]}}},
+    ...            "accuracy", True)["verdict"]
+    'better'
+    """
+    if not comparison or not comparison.get("available"):
+        return {"metric": metric, "verdict": "unknown", "text": "KD student vs no-KD baseline: not available"}
+    entry = comparison["metrics"][metric]
+    diff, ci = entry.get("difference"), entry.get("ci95")
+    verdict = "no clear difference"
+    if diff is not None and ci:
+        gain = (ci[0] > 0) if higher_is_better else (ci[1] < 0)
+        loss = (ci[1] < 0) if higher_is_better else (ci[0] > 0)
+        verdict = "better" if gain else "worse" if loss else verdict
+    shown = (f"{diff * scale:+.2f}{unit} [{ci[0] * scale:+.2f}, {ci[1] * scale:+.2f}]" if diff is not None and ci
+             else "n/a")
+    text = (f"KD student vs no-KD baseline, {metric} difference {shown} (paired 95% interval): "
+            + {"better": "the KD student beat the baseline",
+               "worse": "the KD student did worse than the baseline",
+               "no clear difference": "no clear difference: the interval includes zero"}[verdict])
+    return {"metric": metric, "difference": diff, "ci95": ci, "verdict": verdict, "text": text}
 
 
 def _fmt(value: Any) -> str:

@@ -38,6 +38,10 @@ def test_fidelity_in_report_json_and_html(tmp_path):
                  for i in ids)
     assert fidelity["teacher_right_student_wrong"]["count"] == t_only
     assert any("no-KD baseline" in note for note in fidelity["diagnosis"])
+    comparison = report["comparisons"]["student_vs_baseline"]["metrics"]["accuracy"]
+    assert fidelity["kd_vs_baseline"]["ci95"] == comparison["ci95"]
+    assert fidelity["kd_vs_baseline"]["verdict"] == ("better" if comparison["ci95"][0] > 0 else "no clear difference")
+    assert fidelity["diagnosis"][0] == fidelity["kd_vs_baseline"]["text"]
     assert report["fidelity"]["agreement"] == fidelity["agreement"]
     assert "Fidelity of the student to its teacher" in (run / "report.html").read_text()
 
