@@ -35,9 +35,7 @@ def trial_rows(sweep: Any, trials: list) -> tuple[list[str], list[list[Any]]]:
               *[f"fidelity_{f}" for f in fidelity_names], "seconds", "worker", "note"]
     rows = []
     for trial in trials:
-        value = trial.values[0] if trial.values else None
-        if value is None and trial.intermediate_values:
-            value = None  # a pruned trial has no final score; its last reported value is in the note
+        value = trial.values[0] if trial.values else None  # a pruned trial's last reported value is in the note
         note = trial.user_attrs.get("surplus") or ""
         if trial.state.name == "PRUNED" and trial.intermediate_values:
             step = max(trial.intermediate_values)
