@@ -90,6 +90,12 @@ class SweepOptions:
     prune: bool = True
 
 
+def _value_at(recipe: Any, key: str) -> Any:
+    for part in key.split("."):
+        recipe = getattr(recipe, part)
+    return recipe
+
+
 class SurplusTrial(Exception):
     """A worker asked for a trial after the study already had its count (two workers asking at once)."""
 
@@ -262,7 +268,7 @@ class _Sweep:
         key = self.adapter.student_key
         param = self.space.param(key)
         candidates = list(param.choices) if param is not None and param.choices is not None else \
-            [self.recipe.student.model]
+            [_value_at(self.recipe, key)]
         device = options.extra.get("runtime.device") or self.recipe.runtime.device
         runs = getattr(getattr(self.recipe, "report", None), "latency_runs", 10)
         self.latency = measure_student_latency(self.adapter, lambda m: self.trial_recipe({key: m}), candidates,
@@ -385,7 +391,7 @@ class _Sweep:
         run = RunDir.create(folder, recipe, recipe.seed)
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         trial.set_user_attr("folder", str(folder.relative_to(self.out)))
-        arch = str(recipe.student.model)
+        arch = str(_value_at(recipe, self.adapter.student_key))
         if arch in self.latency:
             trial.set_user_attr("latency_ms", self.latency[arch])
         metric = f"val_{self.space.objective}"
