@@ -35,7 +35,8 @@ def trial_rows(sweep: Any, trials: list) -> tuple[list[str], list[list[Any]]]:
               *[f"fidelity_{f}" for f in fidelity_names], "seconds", "worker", "note"]
     rows = []
     for trial in trials:
-        value = trial.values[0] if trial.values else None  # a pruned trial's last reported value is in the note
+        # Optuna keeps a pruned trial's last reported value as its value: shown in the note, not as a score.
+        value = trial.values[0] if trial.values and trial.state.name == "COMPLETE" else None
         note = trial.user_attrs.get("surplus") or ""
         if trial.state.name == "PRUNED" and trial.intermediate_values:
             step = max(trial.intermediate_values)

@@ -54,6 +54,7 @@ class SweepAdapter:
         input_shape: ``recipe -> (C, H, W)`` of the deployed model's input.
         check_models: ``recipe -> None``; raises when a model choice cannot be built.
         n_folds: ``recipe -> number of folds``.
+        student_key, epochs_key: recipe key paths of the student's architecture and training epochs.
     """
 
     tool: str
@@ -70,6 +71,7 @@ class SweepAdapter:
     check_models: Callable[[Any], None]
     n_folds: Callable[[Any], int]
     student_key: str = "student.model"
+    epochs_key: str | None = "student.train.epochs"
 
 
 @dataclass
@@ -297,7 +299,11 @@ class _Sweep:
         name = options.study or f"{self.recipe.name}-sweep"
         directions = [self.space.direction] + (["minimize"] if options.multi_objective else [])
         sampler = optuna.samplers.TPESampler(seed=options.sampler_seed, multivariate=True)
-        pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        # Validation scores of the first epochs say little (a model trained from scratch often predicts one class
+        # until its BatchNorm statistics settle): compare trials only from halfway through the first fold's
+        # training, and only once a few trials have finished.
+        epochs = _value_at(self.recipe, self.adapter.epochs_key) if self.adapter.epochs_key else 2
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, int(epochs) // 2))
                   if options.prune and not options.multi_objective else optuna.pruners.NopPruner())
         identity = {"objective": self.space.objective, "directions": directions,
                     "params": {p.key: {"choices": p.choices, "low": p.low, "high": p.high, "log": p.log,
