@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kdvision-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo demo-oct demo-face test bench install clean
+.PHONY: demo demo-oct demo-face demo-sweep test bench install clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ demo-oct: $(STAMP)
 
 demo-face: $(STAMP)
 	$(BIN)/facekd run pipelines/face_kd_demo.yaml --out $(DEMO_OUT)/face
+
+demo-sweep: $(STAMP)
+	$(BIN)/medkd sweep pipelines/kd_oct_demo.yaml --space pipelines/spaces/kd_oct_demo.yaml --trials 8 --folds 0 \
+		--seed 0 --out $(DEMO_OUT)/sweep
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

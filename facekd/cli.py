@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from kdcore.cli import (add_config_command, add_export_command, add_predict_device_option, add_report_command,
-                        add_run_command, add_split_command, lazy, print_audit, run_main)
+                        add_run_command, add_split_command, add_sweep_command, lazy, print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
 FORMATS = ["300w", "wflw", "cofw", "folder"]
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_synth)
 
     add_report_command(sub, lazy("facekd.report", "build_report"))
+    add_sweep_command(sub, "facekd", lambda: lazy("facekd.sweep", "adapter")()(),
+                      example="facekd sweep pipelines/face_kd_demo.yaml "
+                              "--space SPACE.yaml --trials 8 --out runs/sweep")
     add_export_command(sub, lazy("facekd.export", "export_run"), "onnx,torchscript",
                        help="export a trained student (ONNX, TorchScript) with parity checks")
 

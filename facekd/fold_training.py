@@ -104,7 +104,7 @@ def train_role(role: Role, recipe: FaceRecipe, records: Sequence[FaceRecord], ct
         info["asm_components"] = int(asm.n_components_)
     train_set = FaceCropDataset(parts["train"], size, margin, train_targets, _augment(recipe, cfg, n_points))
     val_set = FaceCropDataset(parts["val"], size, margin, val_targets)
-    test_set = FaceCropDataset(parts["test"], size, margin)
+    test_set = FaceCropDataset(parts[ctx.evaluate], size, margin)
     loader = train_loader(train_set, cfg.train.batch_size, device, runtime.workers,
                           seed=sampler_seed(recipe.seed, role, ctx.fold), key=f"{role}.train.batch_size")
     val_loader = eval_loader(val_set, cfg.train.batch_size * 2, device, runtime.workers)
@@ -124,7 +124,8 @@ def train_role(role: Role, recipe: FaceRecipe, records: Sequence[FaceRecord], ct
     trainer = Trainer(model, cfg.train, task, monitor="nme", mode="min", device=device, amp_dtype=amp_dtype,
                       seed=recipe.seed, name=role, fold=ctx.fold, output_dir=ctx.model_dir, meta=meta, run=ctx.run,
                       tensorboard=tensorboard, channels_last=runtime.channels_last,
-                      compile_model=runtime.compile, sync_batchnorm=runtime.sync_batchnorm)
+                      compile_model=runtime.compile, sync_batchnorm=runtime.sync_batchnorm,
+                      on_epoch=ctx.on_epoch)
     result = trainer.fit(loader, resume=ctx.resume)
     if tensorboard is not None:
         tensorboard.close()

@@ -19,6 +19,7 @@ import numpy as np
 
 from facekd.metrics import auc, ced_curve, failure_rate, nme, per_landmark_error
 from kdcore.errors import DataError
+from kdcore.fidelity import fidelity_html
 from kdcore.report import (audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
                            paired_bootstrap_samples, read_json, read_run, RunInputs, safe_name, summarize_samples,
                            write_report)
@@ -276,8 +277,12 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
     overlay_png, problems = draw_overlays(examples, data, paths) if examples else (None, [])
     report["overlays"] = {"available": overlay_png is not None, "reason": reason, "examples": examples,
                           "problems": problems}
+    from .fidelity_report import fidelity_section
+
+    report["fidelity"] = fidelity_section(data, report, THRESHOLD, n_boot, seed)
     report = json_safe(report)
     html, pngs = render_report(report, run.log, overlay_png)
+    html = html.replace("</body>", fidelity_html(report["fidelity"]) + "\n</body>")
     write_report(run.path, report, html, {**_csv_files(report), **pngs})
     return report
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from kdcore.cli import (add_config_command, add_export_command, add_predict_device_option, add_report_command,
-                        add_run_command, add_split_command, lazy, print_audit, run_main)
+                        add_run_command, add_split_command, add_sweep_command, lazy, print_audit, run_main)
 
 __all__ = ["main", "build_parser"]
 
@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_synth)
 
     add_report_command(sub, lazy("medkd.report", "build_report"))
+    add_sweep_command(sub, "medkd", lambda: lazy("medkd.sweep", "adapter")()(),
+                      example="medkd sweep pipelines/kd_oct_demo.yaml "
+                              "--space pipelines/spaces/kd_oct_demo.yaml --folds 0 --trials 8 --out runs/sweep")
     add_export_command(sub, lazy("medkd.export", "export_run"), "onnx,torchscript,bundle",
                        help="export a trained student (ONNX, TorchScript, MONAI bundle) with parity checks",
                        schema_option=True)

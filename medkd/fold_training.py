@@ -73,7 +73,7 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
     cache = recipe.data.cache_decoded
     train_set = BScanDataset(parts["train"], classes, size, build_augment(cfg.augment), cache_decoded=cache)
     val_set = BScanDataset(parts["val"], classes, size, cache_decoded=cache)
-    test_set = BScanDataset(parts["test"], classes, size, cache_decoded=cache)
+    test_set = BScanDataset(parts[ctx.evaluate], classes, size, cache_decoded=cache)
 
     loader = train_loader(train_set, cfg.train.batch_size, device, runtime.workers,
                           seed=sampler_seed(recipe.seed, role, ctx.fold), key=f"{role}.train.batch_size")
@@ -96,7 +96,8 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
     trainer = Trainer(model, cfg.train, task, monitor=cfg.monitor, mode=MONITOR_MODE[cfg.monitor], device=device,
                       amp_dtype=amp_dtype, seed=recipe.seed, name=role, fold=ctx.fold, output_dir=ctx.model_dir,
                       meta=meta, run=ctx.run, tensorboard=tensorboard, channels_last=runtime.channels_last,
-                      compile_model=runtime.compile, sync_batchnorm=runtime.sync_batchnorm)
+                      compile_model=runtime.compile, sync_batchnorm=runtime.sync_batchnorm,
+                      on_epoch=ctx.on_epoch)
     result = trainer.fit(loader, resume=ctx.resume)
     if tensorboard is not None:
         tensorboard.close()

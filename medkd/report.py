@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from kdcore.errors import DataError
+from kdcore.fidelity import fidelity_html
 from kdcore.report import (audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
                            paired_bootstrap_samples, read_run, RunInputs, safe_name, summarize_samples, write_report)
 from kdcore.report.rundata import training_event_notes
@@ -233,6 +234,9 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
                             bootstrap: {n_boot, unit, undefined_resamples}, profile}
             comparisons.student_vs_<other>  {a, b, available, folds, n_images, n_patients,
                             metrics.<metric>: {difference, ci95, <a>, <b>}, mcnemar, bootstrap}
+            fidelity   {student, teacher, unit, agreement: {value, ci95}, kl: {value, ci95}, agreement_per_class,
+                        teacher_right_student_wrong, student_right_teacher_wrong: {count, share, ci95},
+                        pairs.student_vs_teacher, diagnosis: [strings]}  (see kdcore.fidelity)
             notes      [strings]
 
         ``<metric>`` is accuracy, sensitivity, specificity, precision, f1, auc, ece (macro over classes);
@@ -266,11 +270,15 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
         key = f"student_vs_{other}"
         report["comparisons"].setdefault(key, {"a": "student", "b": other, "available": False,
                                                "reason": "a model of the pair has no completed fold"})
+    from .fidelity_report import fidelity_section
+
+    report["fidelity"] = fidelity_section(data, classes, report, run.config, n_boot, seed)
     report = json_safe(report)
     curves = {name: roc_curves(d.targets, d.probs, classes) for name, d in data.items()}
     from .report_saliency import saliency_gallery
 
     html, pngs = render_report(report, curves, run.log, saliency=saliency_gallery(run.path))
+    html = html.replace("</body>", fidelity_html(report["fidelity"]) + "\n</body>")
     write_report(run.path, report, html, {**_csv_files(report), **pngs})
     return report
 

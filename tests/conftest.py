@@ -10,6 +10,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 
+# Whether the suite runs under CI, read before the line below sets CI for everyone: tests of services CI provides
+# (PostgreSQL) skip only on a developer machine without them.
+UNDER_CI = bool(os.environ.get("CI"))
 os.environ.setdefault("CI", "1")  # no progress bars in test logs
 
 

@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 from .errors import KDError
 
 __all__ = ["add_run_command", "add_config_command", "add_split_command", "add_report_command", "add_export_command",
-           "check_resume", "run_main", "recipe_overrides", "decide_run_folder", "add_predict_device_option"]
+           "check_resume", "run_main", "recipe_overrides", "decide_run_folder", "add_predict_device_option",
+           "add_sweep_command"]
 
 
 def lazy(module: str, name: str) -> Callable[[], Any]:
@@ -236,6 +237,54 @@ def add_predict_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA when ONNX Runtime's CUDA provider, or PyTorch's CUDA for the other "
                              "backends, is there), cpu, cuda or cuda:N; asking for CUDA without it is an error")
+
+
+def add_sweep_command(sub: Any, tool: str, adapter: Callable[[], Any], example: str) -> None:
+    """``sweep RECIPE --space SPACE.yaml --trials N --out DIR``: an Optuna study over recipe keys (kdcore.sweep)."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from .sweep import SweepOptions, run_sweep
+
+        started = time.perf_counter()
+        options = SweepOptions(recipe=args.recipe, space=args.space, out=args.out, trials=args.trials,
+                               overrides=args.overrides, extra=recipe_overrides(args), storage=args.storage,
+                               study=args.study, folds=args.folds, latency_budget_ms=args.latency_budget_ms,
+                               multi_objective=args.multi_objective, heartbeat=args.heartbeat,
+                               sampler_seed=args.seed, prune=not args.no_prune)
+        summary = run_sweep(adapter(), options)
+        print(json.dumps(summary, indent=1, default=str))
+        print(f"{tool} sweep: {args.out} finished in {time.perf_counter() - started:.1f} s; "
+              f"see {args.out / 'sweep.html'}" + (f" and {args.out / 'recommended.yaml'}"
+                                                   if summary.get("recommended") else ""))
+        return 0
+
+    parser = sub.add_parser("sweep", help="search KD recipe keys (loss, temperature, weights, student) on Optuna, "
+                                          "scored on inner-validation patients only",
+                            description=f"Example: {example}. Several workers (processes or machines) join one "
+                                        "study by running the same command with the same --storage and --study.")
+    parser.add_argument("recipe", type=Path, help="base recipe YAML")
+    parser.add_argument("--space", type=Path, required=True, help="SPACE.yaml: objective and params (key paths)")
+    parser.add_argument("--trials", type=int, default=20, help="trials of the study in total, over all workers")
+    parser.add_argument("--out", type=Path, required=True, help="sweep folder (teachers, trials, outputs)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a base recipe key (repeatable)")
+    parser.add_argument("--data-root", type=Path, help="dataset folder (sets data.root)")
+    parser.add_argument("--device", help="override runtime.device; also where latency is measured")
+    parser.add_argument("--folds", help="only these folds, e.g. 0 for a hold-out sweep (default: all)")
+    parser.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://user@host/db "
+                                          "(default: sqlite in --out)")
+    parser.add_argument("--study", help="study name (default: <recipe name>-sweep)")
+    parser.add_argument("--latency-budget-ms", type=float, help="leave out candidate students slower than this "
+                                                                "(batch 1, deployment input size, on --device)")
+    parser.add_argument("--multi-objective", action="store_true",
+                        help="Pareto front of the validation metric against latency (no pruning)")
+    parser.add_argument("--heartbeat", type=int, default=60,
+                        help="seconds between a worker's heartbeats; a trial silent for twice this is failed "
+                             "and queued again")
+    parser.add_argument("--seed", type=int, default=None, help="sampler seed (default: random, so that "
+                                                                 "workers explore different points)")
+    parser.add_argument("--no-prune", action="store_true", help="never stop a trial early")
+    parser.set_defaults(handler=handler)
 
 
 def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None) -> int:

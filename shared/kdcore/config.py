@@ -213,11 +213,19 @@ def parse_overrides(pairs: Sequence[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def _unshared_copy(value: Any) -> Any:
+    """A deep copy in which no two keys share a section: a YAML alias (``tolerant: *teacher``) becomes its own
+    copy, so ``--set tough.lr=...`` changes the Tough teacher only (``copy.deepcopy`` would keep them shared)."""
+    if isinstance(value, dict):
+        return {k: _unshared_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared_copy(v) for v in value]
+    return value
+
+
 def apply_overrides(data: dict, overrides: Sequence[tuple[str, Any]]) -> dict:
     """Return a copy of ``data`` with each dotted key set; missing sections are created (and validated later)."""
-    import copy
-
-    result = copy.deepcopy(data)
+    result = _unshared_copy(data)
     for key, value in overrides:
         node = result
         parts = key.split(".")

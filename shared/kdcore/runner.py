@@ -41,6 +41,10 @@ class FoldContext:
     dependencies: dict[str, Path]
     run: RunDir
     resume: bool = True
+    # A sweep trial scores the model on the fold's inner-validation part and never sees its test part, and
+    # reports each epoch to its pruner.
+    evaluate: str = "test"
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass
@@ -82,8 +86,8 @@ def parse_folds(text: str | None, n_folds: int) -> list[int]:
 
 
 class FoldRunner:
-    def __init__(self, run: RunDir, manifest: FoldManifest, specs: Sequence[ModelSpec]):
-        self.run, self.manifest = run, manifest
+    def __init__(self, run: RunDir, manifest: FoldManifest, specs: Sequence[ModelSpec], evaluate: str = "test"):
+        self.run, self.manifest, self.evaluate = run, manifest, evaluate
         self.specs = self._ordered(specs)
 
     @staticmethod
@@ -138,7 +142,8 @@ class FoldRunner:
                     dependencies[dependency] = self.model_dir(dependency, fold)
                 model_dir = self.model_dir(spec.name, fold)
                 model_dir.mkdir(parents=True, exist_ok=True)
-                context = FoldContext(fold, split, self.manifest, model_dir, dependencies, self.run, resume)
+                context = FoldContext(fold, split, self.manifest, model_dir, dependencies, self.run, resume,
+                                      evaluate=self.evaluate)
                 log.info("fold %d %s: training on %d train / %d val %ss, testing on %d", fold, spec.name,
                          len(split.train), len(split.val), self.manifest.group_name, len(split.test))
                 output = spec.train(context)

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import torch
 import torch.distributed as dist
@@ -97,13 +97,16 @@ class Trainer:
         compile_model: wrap the training forward in ``torch.compile``.
         sync_batchnorm: under DDP, BatchNorm layers normalise over the global batch (``SyncBatchNorm``, GPUs only)
             instead of each rank's share of it.
+        on_epoch: called with each epoch's record (train and ``val_*`` numbers) after it is logged; a sweep
+            reports the validation score to its pruner here, which may stop the fit by raising.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, task: TrainTask, *, monitor: str,
                  mode: Literal["min", "max"], device: torch.device, amp_dtype: torch.dtype | None = None,
                  seed: int = 0, name: str = "model", fold: int | None = None, output_dir: str | os.PathLike | None = None,
                  meta: dict[str, Any] | None = None, run: Any = None, tensorboard: TensorBoardLogger | None = None,
-                 channels_last: bool = False, compile_model: bool = False, sync_batchnorm: bool = False):
+                 channels_last: bool = False, compile_model: bool = False, sync_batchnorm: bool = False,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None):
         self.config, self.task, self.monitor, self.mode = config, task, monitor, mode
         self.device, self.amp_dtype, self.seed, self.name, self.fold = device, amp_dtype, seed, name, fold
         self.output_dir = Path(output_dir) if output_dir is not None else None
@@ -113,6 +116,7 @@ class Trainer:
         if sync_batchnorm and is_distributed():
             # Same parameter objects, so the state dict keeps its keys; convert before the optimizer sees them.
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.on_epoch = on_epoch
         self.model = model.to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -169,6 +173,8 @@ class Trainer:
             self._track_best(state, record, epoch)
             state["history"].append(record)
             self._log(record)
+            if self.on_epoch is not None:
+                self.on_epoch(record)
             self._early_stopping(state, epoch, in_swa)
             state["epoch"] = epoch
             self._save_checkpoint(state)
