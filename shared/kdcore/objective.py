@@ -151,10 +151,14 @@ class DistillationSection(Section):
                                      self.kd_warmup_epochs, self.kd_loss_params)
         epochs = getattr(getattr(self, "train", None), "epochs", None)
         if epochs is not None and resolved["kd_warmup_epochs"] > epochs:
-            published = PUBLISHED_WARMUP.get(self.kd_loss)
-            hint = f" ({self.kd_loss}'s published default is {published:g}; set it)" if published else ""
-            raise KeyedValueError("kd_warmup_epochs", f"{resolved['kd_warmup_epochs']:g} is more than train.epochs "
-                                  f"({epochs}): the distillation weight would never reach kd_weight{hint}")
+            if self.kd_warmup_epochs is None:
+                # The published ramp (DKD: 20 of 240 epochs) outlasts this recipe's training: ramp over the whole
+                # of it instead, so `--set student.kd_loss=dkd` works on a short recipe. The resolved value is
+                # what config.yaml, `config` and the report show.
+                resolved["kd_warmup_epochs"] = float(epochs)
+            else:
+                raise KeyedValueError("kd_warmup_epochs", f"{resolved['kd_warmup_epochs']:g} is more than "
+                                      f"train.epochs ({epochs}): the distillation weight would never reach kd_weight")
         for key, value in resolved.items():
             if getattr(self, key) != value:
                 # Not a validated assignment: that would re-enter this validator. The values are checked above.

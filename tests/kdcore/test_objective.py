@@ -123,9 +123,11 @@ def test_warmup_longer_than_training_is_refused():
     class Trained(DistillationSection):
         train: Train = Train()
 
-    with pytest.raises(ValueError, match="dkd's published default is 20"):
-        Trained(kd_loss="dkd")
+    with pytest.raises(ValueError, match="20 is more than train.epochs"):
+        Trained(kd_loss="dkd", kd_warmup_epochs=20)
     assert Trained(kd_loss="dkd", kd_warmup_epochs=5).kd_warmup_epochs == 5
+    # dkd's published 20 epochs, unset here, become the whole of this 10-epoch training
+    assert Trained(kd_loss="dkd").kd_warmup_epochs == 10
 
 
 def test_objective_refuses_a_hard_label_loss():
