@@ -78,6 +78,14 @@ class StudentConfig(_ModelSection):
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.3, ge=0, le=1, description="weight of the hard-label cross-entropy")
     kd_loss_params: dict[str, float] = Field(default_factory=dict, description="extra arguments of kd_loss")
+    teacher_cache: Literal["off", "views", "pool"] = Field(
+        "off", description="teacher outputs computed once per fold (run folder, kdcore.teacher_cache): views = "
+                           "every (epoch, sample) view, same predictions as online KD; pool = FKD-style fixed pool "
+                           "of teacher_cache_views views per image (an approximation)")
+    teacher_cache_views: int = Field(8, ge=1, description="pool: augmented views kept per image")
+    teacher_cache_dtype: Literal["auto", "float16", "float32"] = Field(
+        "auto", description="cache storage; auto = float16 when the teacher runs under 16-bit autocast "
+                            "(lossless), else float32")
 
     @field_validator("kd_loss")
     @classmethod
