@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"))
     p.add_argument("--tta", action="store_true", help="average with the horizontal mirror")
-    p.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default=None,
-                   help="runtime (default: ONNX Runtime when model.onnx is there)")
+    p.add_argument("--backend", choices=["onnx", "onnx-int8", "torchscript", "torch"], default=None,
+                   help="runtime (default: the int8 ONNX model when the export has one, else model.onnx)")
     p.set_defaults(handler=cmd_predict)
     return parser
 
