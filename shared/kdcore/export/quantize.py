@@ -1,7 +1,10 @@
 """int8 students: ONNX Runtime static quantization (QDQ), calibrated on the run's training images, gated.
 
 The exported float32 ``model.onnx`` is quantized with :func:`onnxruntime.quantization.quantize_static`
-(QDQ format, signed int8 weights per channel and activations, MinMax calibration) into ``model.int8.onnx``.
+(QDQ format, signed int8 weights per channel, unsigned 8-bit activations, MinMax calibration) into
+``model.int8.onnx``. Unsigned activations (U8S8) because ONNX Runtime's x86 kernels multiply u8 by s8: with
+signed activations (S8S8) the EfficientNet-B2 student ran about 4x slower than float32 on this AVX2 CPU,
+with U8S8 about as fast (development measurement under heavy load; P5 in docs/performance.md).
 The gate compares the int8 model with the float32 model on held-out images: classifiers must keep the top-1
 class of at least ``min_agreement`` (99 %) of them; landmark models may add at most ``max_nme_increase``
 (0.1) NME points. A model that fails is not kept: the gate raises after writing its numbers to parity.json.
@@ -94,10 +97,10 @@ def quantize_int8(fp32: str | os.PathLike, out: str | os.PathLike, calibration: 
             # Shape inference and graph optimisation first, as ONNX Runtime's quantization guide advises.
             quant_pre_process(str(fp32), str(prepared))
             quantize_static(str(prepared), str(result), reader, quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                             calibrate_method=CalibrationMethod.MinMax)
         os.replace(result, out)
-    return {"file": out.name, "format": "QDQ", "weights": "int8 per channel", "activations": "int8 per tensor",
+    return {"file": out.name, "format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor",
             "calibration": "MinMax", "calibration_images": int(len(calibration)), "bytes": out.stat().st_size,
             "fp32_bytes": fp32.stat().st_size}
 
