@@ -46,7 +46,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -377,35 +377,44 @@ def _fetch(loader: DataLoader, batches: list[list]) -> Iterator[dict]:
 
 
 def cached_teacher(mode: CacheMode, folder: str | os.PathLike, loader: DataLoader, teacher: Any, *,
-                   weights: str | os.PathLike, identity: dict[str, Any], epochs: int, pool_views: int = 8,
-                   dtype: Literal["auto", "float16", "float32"] = "auto", device: torch.device | str = "cpu",
-                   channels_last: bool = False) -> tuple[CachedTeacher, DataLoader, TeacherCache]:
-    """Swap a student's online teacher for its cache: ``(cached teacher, the student's loader, the cache)``.
+                   weights: str | os.PathLike | Mapping[str, str | os.PathLike], identity: dict[str, Any], epochs: int,
+                   pool_views: int = 8, dtype: Literal["auto", "float16", "float32"] = "auto",
+                   device: torch.device | str = "cpu", channels_last: bool = False) -> tuple[Any, DataLoader, TeacherCache]:
+    """Swap a student's online teacher(s) for the cache: ``(cached teacher(s), the student's loader, the cache)``.
 
     Args:
         mode: ``views`` (exact) or ``pool`` (``pool_views`` views per image, an approximation).
         folder: the fold's folder; the cache lives in ``folder/teacher_cache/<mode>``.
         loader: the student's training loader (a :class:`SeededSampler`); the returned loader replaces it.
-        teacher: the :class:`~kdcore.teacher.FrozenTeacher` (its logits are cached).
-        weights: the teacher's weights file, hashed into the cache's identity.
+        teacher: a :class:`~kdcore.teacher.FrozenTeacher` (its outputs are cached as ``logits``), or a mapping
+            ``{name: FrozenTeacher}`` (each cached under its name; a mapping of :class:`CachedTeacher` comes back).
+        weights: the teacher's weights file (a mapping of them for several teachers), hashed into the identity.
         identity: the rest of what the outputs depend on (augmentation settings, manifest hash, fold, ...).
-        dtype: ``auto`` stores float16 when the teacher runs under 16-bit autocast (lossless), else float32.
+        dtype: ``auto`` stores float16 when the teachers run under 16-bit autocast (lossless), else float32.
     """
+    several = isinstance(teacher, Mapping)
+    teachers = dict(teacher) if several else {"logits": teacher}
+    files = dict(weights) if isinstance(weights, Mapping) else {"logits": weights}
+    if set(files) != set(teachers):
+        raise ValueError(f"weights for {sorted(files)}, teachers {sorted(teachers)}")
     keyed = _rebuilt(loader, dataset=ViewKeyed(loader.dataset))
     if mode == "pool":
         keyed = pool_loader(keyed, pool_views, derive_seed(loader.sampler.seed, "pool"))
-    amp = getattr(teacher, "amp_dtype", None)
+    amps = {getattr(t, "amp_dtype", None) for t in teachers.values()}
     if dtype == "auto":
-        dtype = "float16" if amp in (torch.float16, torch.bfloat16) else "float32"
-    identity = {"teacher_sha256": file_sha256(weights), "teacher_precision": str(amp or torch.float32),
+        dtype = "float16" if amps <= {torch.float16, torch.bfloat16} else "float32"
+    hashes = {name: file_sha256(path) for name, path in files.items()}
+    identity = {"teacher_sha256": hashes if several else hashes["logits"],
+                "teacher_precision": sorted(str(a or torch.float32) for a in amps),
                 "channels_last": channels_last, **identity}
     cache = TeacherCache.build(Path(folder) / "teacher_cache" / mode, mode, keyed,
-                               lambda images: {"logits": teacher(images)}, epochs=epochs, identity=identity,
-                               dtype=dtype, device=device, channels_last=channels_last)
+                               lambda images: {name: t(images) for name, t in teachers.items()}, epochs=epochs,
+                               identity=identity, dtype=dtype, device=device, channels_last=channels_last)
     if mode == "pool":
         log.info("teacher cache: pool of %d views per image (FKD-style), an approximation of online distillation",
                  pool_views)
-    return CachedTeacher(cache), keyed, cache
+    cached = {name: CachedTeacher(cache, name) for name in teachers} if several else CachedTeacher(cache)
+    return cached, keyed, cache
 
 
 def _plain(value: Any) -> Any:
