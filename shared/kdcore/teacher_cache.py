@@ -223,6 +223,8 @@ class TeacherCache:
         state = rng_state()  # the build must not move the RNG streams the student's training draws from
         try:
             seeds, batches = _plan(mode, loader, epochs, pool_views)
+            if not batches:
+                raise TrainingError(f"teacher cache {path}: the loader yields no batch to cache")
             wanted = {"format": _FORMAT, "mode": mode, "n": int(seeds.shape[1]), "dtype": dtype,
                       "pool_views": pool_views, **{k: _plain(v) for k, v in identity.items()}}
             cache = cls._open_matching(path, wanted, seeds)
@@ -316,9 +318,9 @@ class TeacherCache:
                 raise TrainingError(f"teacher cache {self.path}: non-finite {name} in {self.meta['identity']['dtype']}"
                                     " (outside float16's range?); use student.teacher_cache_dtype float32")
             error = float(np.abs(stored.astype(np.float32) - values).max()) if values.size else 0.0
-            if error > 0:
-                self.meta["lossless"] = False
-                self.meta["max_rounding_error"] = max(self.meta["max_rounding_error"], error)
+            if error > self.meta["max_rounding_error"]:
+                self.meta.update(lossless=False, max_rounding_error=error)
+                atomic_write_json(self.path / "cache.json", self.meta)  # kept if the build is killed before its end
             self.arrays[name][slots, index] = stored
         # Outputs first, then the flags: a process killed in between recomputes these views, never reads zeros.
         self.filled[slots, index] = 1
