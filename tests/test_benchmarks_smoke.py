@@ -33,7 +33,7 @@ def _goal_consistent(entry: dict, value: float) -> None:
 def quick_run(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench") / "results.json"
     proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--device", "cpu", "--out", str(out),
-                           "--workdir", str(out.parent)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                           "--workdir", str(out.parent)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
 
