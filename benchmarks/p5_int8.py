@@ -41,6 +41,7 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 class P5Settings:
     recipe: str = "kd_oct_neh.yaml"
     image_size: int | None = None    # None: the recipe's (384)
+    model: str | None = None         # None: the recipe's student (a stand-in for --quick)
     calibration_images: int = 32
     held_out_images: int = 16
     blocks: int = 4                  # timed blocks per model, alternating
@@ -84,7 +85,8 @@ def run_p5(settings: P5Settings, workdir: str | Path | None = None) -> dict[str,
         inputs = np.stack(scans).astype(np.float32)
         calibration, held_out = inputs[:settings.calibration_images], inputs[settings.calibration_images:]
         torch.manual_seed(0)
-        model = create_model(recipe.student.model, len(classes), pretrained=False, in_chans=1).eval()
+        arch = settings.model or recipe.student.model
+        model = create_model(arch, len(classes), pretrained=False, in_chans=1).eval()
         fp32, int8 = tmp / "model.onnx", tmp / "model.int8.onnx"
         started = time.perf_counter()
         export_onnx(model, torch.from_numpy(inputs[:2]), fp32)
@@ -105,7 +107,7 @@ def run_p5(settings: P5Settings, workdir: str | Path | None = None) -> dict[str,
             "calls_ms": {k: [round(v, 3) for v in values] for k, values in ms.items()},
             "top1_agreement_random_weights": float((reference.argmax(1) == quantized.argmax(1)).mean()),
             "export_s": round(export_s, 2), "quantize_s": round(quantize_s, 2), "quantization": info,
-            "config": {"recipe": f"pipelines/{settings.recipe}", "model": recipe.student.model, "image_size": size,
+            "config": {"recipe": f"pipelines/{settings.recipe}", "model": arch, "image_size": size,
                        "in_chans": 1, "classes": len(classes), "threads": torch.get_num_threads(),
                        "calibration_images": len(calibration), "held_out_images": len(held_out),
                        "blocks": settings.blocks, "calls_per_block": settings.calls, "pretrained": False}}

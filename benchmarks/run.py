@@ -43,7 +43,8 @@ def settings_for(quick: bool, compile: bool = False) -> dict[str, Any]:
                 "p2": P2Settings(patients=3, source_size=(384, 248), input_size=192, warmup=1, runs=2),
                 "p3": P3Settings(pairs=quick_pairs(), teacher_runs=2, student_calls=2, onnx_pairs=("oct",)),
                 "p4": P4Settings(pairs=p4_quick_pairs(), warmup_rounds=1, rounds=1),
-                "p5": P5Settings(image_size=64, calibration_images=4, held_out_images=2, blocks=1, calls=2)}
+                "p5": P5Settings(image_size=64, model="test_efficientnet", calibration_images=4, held_out_images=2,
+                                 blocks=1, calls=2)}
     return {"p1": P1Settings(compile=compile), "p2": P2Settings(), "p3": P3Settings(pairs=paper_pairs()),
             "p4": P4Settings(), "p5": P5Settings()}
 
