@@ -381,7 +381,8 @@ def _fetch(loader: DataLoader, batches: list[list]) -> Iterator[dict]:
 def cached_teacher(mode: CacheMode, folder: str | os.PathLike, loader: DataLoader, teacher: Any, *,
                    weights: str | os.PathLike | Mapping[str, str | os.PathLike], identity: dict[str, Any], epochs: int,
                    pool_views: int = 8, dtype: Literal["auto", "float16", "float32"] = "auto",
-                   device: torch.device | str = "cpu", channels_last: bool = False) -> tuple[Any, DataLoader, TeacherCache]:
+                   device: torch.device | str = "cpu",
+                   channels_last: bool = False) -> tuple[Any, DataLoader, TeacherCache]:
     """Swap a student's online teacher(s) for the cache: ``(cached teacher(s), the student's loader, the cache)``.
 
     Args:
