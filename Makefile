@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kdvision-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo demo-oct demo-face demo-sweep test bench install clean
+.PHONY: demo demo-oct demo-face demo-sweep test bench gpu-check install clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.json
+
+# KD-OCT's pair at the real sizes on a CUDA device -> benchmarks/gpu_results.json; without CUDA it says so, exit 0
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --out benchmarks/gpu_results.json
 
 clean:
 	rm -rf $(VENV) runs build dist .pytest_cache

@@ -5,8 +5,10 @@
     python benchmarks/run.py --only p3 --device cuda                  # one figure, on a GPU
 
 P1: distillation step throughput with real files vs in memory (demo sizes). P2: our OCT data path vs
-KD-OCT's. P3: teacher vs student batch-1 latency, and ONNX Runtime vs eager PyTorch. Every figure is a
-median of several runs after warm-up; see docs/performance.md for what each one means.
+KD-OCT's. P3: teacher vs student batch-1 latency, and ONNX Runtime vs eager PyTorch. P4: KD student epoch
+with the teacher-output cache warm vs no-KD epoch. P5: int8 vs float32 ONNX Runtime latency of the OCT
+student. Every figure is a median of several runs after warm-up; see docs/performance.md for what each
+one means.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from common import load_average, machine_facts  # noqa: E402
 from p1_kd_step import P1Settings, run_p1  # noqa: E402
 from p2_data_path import P2Settings, run_p2  # noqa: E402
 from p3_latency import P3Settings, paper_pairs, quick_pairs, run_p3  # noqa: E402
+from p4_cache import P4Settings, run_p4  # noqa: E402
+from p4_cache import quick_pairs as p4_quick_pairs  # noqa: E402
+from p5_int8 import P5Settings, run_p5  # noqa: E402
 
-FIGURES = ("p1", "p2", "p3")
+FIGURES = ("p1", "p2", "p3", "p4", "p5")
 
 
 def settings_for(quick: bool, compile: bool = False) -> dict[str, Any]:
@@ -36,8 +41,12 @@ def settings_for(quick: bool, compile: bool = False) -> dict[str, Any]:
         return {"p1": P1Settings(patients=6, image_size=64, batch_size=8, warmup_rounds=1, rounds=2, knob_batches=1,
                                  compile=compile),
                 "p2": P2Settings(patients=3, source_size=(384, 248), input_size=192, warmup=1, runs=2),
-                "p3": P3Settings(pairs=quick_pairs(), teacher_runs=2, student_calls=2, onnx_pairs=("oct",))}
-    return {"p1": P1Settings(compile=compile), "p2": P2Settings(), "p3": P3Settings(pairs=paper_pairs())}
+                "p3": P3Settings(pairs=quick_pairs(), teacher_runs=2, student_calls=2, onnx_pairs=("oct",)),
+                "p4": P4Settings(pairs=p4_quick_pairs(), warmup_rounds=1, rounds=1),
+                "p5": P5Settings(image_size=64, model="test_efficientnet", calibration_images=4, held_out_images=2,
+                                 blocks=1, calls=2)}
+    return {"p1": P1Settings(compile=compile), "p2": P2Settings(), "p3": P3Settings(pairs=paper_pairs()),
+            "p4": P4Settings(), "p5": P5Settings()}
 
 
 def _fmt(value: float, digits: int = 2) -> str:
@@ -81,6 +90,20 @@ def table(results: dict[str, Any]) -> str:
             o = p3["onnx_vs_eager"]
             rows.append(("P3 student: ONNX Runtime / eager", _fmt(o["ratio"]), o["goal"], yes(o),
                          f"{o['model']} {_fmt(o['onnx_ms'], 2)} ms vs {_fmt(o['eager_ms'], 2)} ms"))
+    for name, p4 in results.get("p4", {}).items():
+        if not isinstance(p4, dict) or "ratio" not in p4:
+            continue
+        c = p4["config"]
+        rows.append((f"P4 {name}: KD epoch (cache warm) / no-KD epoch", _fmt(p4["ratio"]), p4["goal"], yes(p4),
+                     f"{_fmt(p4['epoch_median_s']['kd_cached'], 2)} vs {_fmt(p4['epoch_median_s']['no_kd'], 2)} s; "
+                     f"online KD {_fmt(p4['online_ratio'])}x; cache build {_fmt(p4['cache_build_s'], 1)} s for "
+                     f"{c['cache_epochs']} epochs; same weights as online: {p4['cached_equals_online']} "
+                     f"({c['teacher']} / {c['student']}, {c['image_size']} px)"))
+    if "p5" in results:
+        p5, c = results["p5"], results["p5"]["config"]
+        rows.append(("P5 OCT student: int8 / fp32 ONNX Runtime latency", _fmt(p5["ratio"]), "reported", "",
+                     f"{c['model']} {_fmt(p5['int8_ms'], 2)} vs {_fmt(p5['fp32_ms'], 2)} ms (batch 1, {c['image_size']} "
+                     f"px, {c['threads']} threads, QDQ static U8S8)"))
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
     lines.insert(1, "-" * len(lines[0]))
@@ -92,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results.json", help="where results.json goes")
     parser.add_argument("--quick", action="store_true", help="tiny settings and stand-in models (smoke test)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (P2 is CPU data work)")
-    parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated subset of p1,p2,p3")
+    parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated subset of " + ",".join(FIGURES))
     parser.add_argument("--compile", action="store_true", help="also time P1's in-memory step under torch.compile")
     parser.add_argument("--workdir", default=None, help="folder for temporary images and ONNX files")
     args = parser.parse_args(argv)
@@ -113,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             results["p1"] = run_p1(device, settings["p1"], args.workdir)
         elif figure == "p2":
             results["p2"] = run_p2(settings["p2"], args.workdir)
-        else:
+        elif figure == "p3":
             results["p3"] = run_p3(device, settings["p3"], args.workdir)
+        elif figure == "p4":
+            results["p4"] = run_p4(device, settings["p4"], args.workdir)
+        else:
+            results["p5"] = run_p5(settings["p5"], args.workdir)
         results[figure]["seconds"] = round(time.perf_counter() - figure_start, 1)
         results[figure]["load_average_after"] = load_average()
     results["machine"]["load_average_at_end"] = load_average()

@@ -82,6 +82,13 @@ class StudentKDConfig(Section):
 class StudentConfig(ModelConfig):
     model: str = "mobilenetv2_100"
     kd: StudentKDConfig = StudentKDConfig()
+    teacher_cache: Literal["off", "views", "pool"] = Field(
+        "off", description="both teachers' outputs computed once per fold (kdcore.teacher_cache): views = every "
+                           "(epoch, sample) view, same predictions as online KD; pool = FKD-style fixed pool of "
+                           "teacher_cache_views views per face (an approximation)")
+    teacher_cache_views: int = Field(8, ge=1, description="pool: augmented views kept per face")
+    teacher_cache_dtype: Literal["auto", "float16", "float32"] = Field(
+        "auto", description="cache storage; auto = float16 when the teachers run under 16-bit autocast, else float32")
 
 
 class ASMConfig(Section):

@@ -16,6 +16,7 @@ from kdcore.models import create_model
 from kdcore.runner import FoldContext, FoldOutput
 from kdcore.seeding import derive_seed
 from kdcore.teacher import FrozenTeacher
+from kdcore.teacher_cache import cached_teacher
 
 from .augment import build_train_augment
 from .config import FaceRecipe, ModelConfig
@@ -66,6 +67,23 @@ def _teacher(recipe: FaceRecipe, role: Role, ctx: FoldContext, n_points: int, am
     expected = {k: meta[k] for k in ("arch", "role", "fold", "manifest", "num_outputs", "in_chans")}
     return FrozenTeacher.from_weights(ctx.dependencies[role] / "model.safetensors", build_regressor, expected,
                                       amp_dtype=amp_dtype, device=device, channels_last=recipe.runtime.channels_last)
+
+
+def _cached_teachers(recipe: FaceRecipe, ctx: FoldContext, teachers: dict, loader, device: torch.device):
+    """Both teachers' outputs from the fold's cache (built on first use), and the loader that matches it."""
+    student, data = recipe.student, recipe.data
+    identity = {"manifest": ctx.manifest.sha, "fold": ctx.fold, "augment": student.augment.model_dump(mode="json"),
+                "image_size": data.image_size, "crop_margin": data.crop_margin, "mean": list(FACE_MEAN),
+                "std": list(FACE_STD), "sampler_seed": loader.sampler.seed, "batch_size": loader.batch_size}
+    cached, loader, cache = cached_teacher(
+        student.teacher_cache, ctx.model_dir.parent, loader, teachers,
+        weights={name: ctx.dependencies[name] / "model.safetensors" for name in teachers}, identity=identity,
+        epochs=student.train.epochs, pool_views=student.teacher_cache_views, dtype=student.teacher_cache_dtype,
+        device=device, channels_last=recipe.runtime.channels_last)
+    ctx.run.log_event({"model": "student", "fold": ctx.fold, "split": "teacher_cache", "mode": student.teacher_cache,
+                       "build_seconds": cache.build_seconds, "lossless": cache.meta["lossless"],
+                       "path": str(cache.path.relative_to(ctx.run.path))})
+    return cached, loader
 
 
 def init_head_to_mean_shape(model: torch.nn.Module, mean_target: np.ndarray) -> None:
@@ -119,6 +137,8 @@ def train_role(role: Role, recipe: FaceRecipe, records: Sequence[FaceRecord], ct
     if role == "student":
         teachers = {name: _teacher(recipe, name, ctx, n_points, amp_dtype, device) for name in ("tough", "tolerant")}
         kd_loss = LandmarkKDLoss(**recipe.student.kd.model_dump())
+        if recipe.student.teacher_cache != "off":
+            teachers, loader = _cached_teachers(recipe, ctx, teachers, loader, device)
     task = LandmarkTask(val_loader, device, teachers, kd_loss)
     tensorboard = TensorBoardLogger(ctx.run.path / "tensorboard") if runtime.tensorboard else None
     trainer = Trainer(model, cfg.train, task, monitor="nme", mode="min", device=device, amp_dtype=amp_dtype,

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from kdcore.engine import move_to_device
 from kdcore.teacher import FrozenTeacher
+from kdcore.teacher_cache import CachedTeacher
 
 from .kd_loss import LandmarkKDLoss, L2LandmarkLoss
 from .metrics import nme
@@ -42,7 +43,7 @@ class LandmarkTask:
         kd_loss: the student's KD-Loss (used with ``teachers``).
     """
 
-    def __init__(self, val_loader: DataLoader, device: torch.device, teachers: dict[str, FrozenTeacher] | None = None,
+    def __init__(self, val_loader: DataLoader, device: torch.device, teachers: dict[str, FrozenTeacher | CachedTeacher] | None = None,
                  kd_loss: LandmarkKDLoss | None = None):
         self.val_loader, self.device, self.teachers = val_loader, device, teachers
         self.kd_loss, self.l2 = kd_loss, L2LandmarkLoss()
@@ -51,8 +52,10 @@ class LandmarkTask:
         pred = model(batch["image"]).float()
         if self.teachers is None:
             return self.l2(pred, batch["target"]), {}
-        tough = self.teachers["tough"](batch["image"])
-        tolerant = self.teachers["tolerant"](batch["image"])
+        # Cached teachers find the outputs of the batch's views by their keys; live ones compute them.
+        inputs = batch if isinstance(self.teachers["tough"], CachedTeacher) else batch["image"]
+        tough = self.teachers["tough"](inputs)
+        tolerant = self.teachers["tolerant"](inputs)
         parts = self.kd_loss.components(pred, tough, tolerant, batch["target"])
         # Detached tensors, read by the engine once per epoch (a float() here would wait for the GPU every step).
         return parts.total, {"kd_main": parts.main.detach(), "kd_tough": parts.tough.detach(),

@@ -189,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", type=Path, nargs="+", help="B-scan images, or volume files / folders of them")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"))
     p.add_argument("--tta", action="store_true", help="average with the horizontal mirror")
-    p.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default=None,
-                   help="runtime (default: ONNX Runtime when model.onnx is there)")
+    p.add_argument("--backend", choices=["onnx", "onnx-int8", "torchscript", "torch"], default=None,
+                   help="runtime (default: the int8 ONNX model when the export has one, else model.onnx)")
     p.add_argument("--aggregate", choices=["max", "mean", "topk-mean"], default=None,
                    help="volumes: B-scan probabilities -> one row per volume (default: the recipe's, in the export)")
     p.add_argument("--topk", type=int, default=None, help="volumes: k of topk-mean (default: the export's, else 3)")

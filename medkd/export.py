@@ -8,6 +8,7 @@ its ``model.json``; lower is better for losses and errors, see :func:`kdcore.exp
 Each export folder::
 
     model.onnx  model.ts  model.safetensors  model.json (contract)  parity.json  MODEL_CARD.md  bundle/
+    model.int8.onnx (with ``onnx-int8``; ``predict`` then uses it by default)
 
 Example:
     >>> summary = export_run("runs/kd-oct-neh", formats={"onnx", "bundle"}, out_dir="exports/neh")  # doctest: +SKIP
@@ -25,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from kdcore.errors import KDError
-from kdcore.export import (ATOL, RTOL, assert_no_absolute_paths, check_parity, compare_outputs, export_model,
+from kdcore.export import (ATOL, INT8_FILE, RTOL, export_int8, assert_no_absolute_paths, check_parity, compare_outputs, export_model,
                            find_run_models, load_run_model, parse_formats, pick_items, read_run_file, report_means,
                            run_data_root, run_items, run_source, RunModel, select_folds, SIDECAR_FORMAT,
                            SIDECAR_VERSION, torch_runner, write_export_marker, write_parity)
@@ -39,7 +40,9 @@ from medkd.preprocess import preprocess
 
 __all__ = ["export_run", "export_fold", "oct_contract", "parity_inputs", "FORMATS"]
 
-FORMATS = ("onnx", "torchscript", "bundle")
+FORMATS = ("onnx", "torchscript", "bundle", "onnx-int8")
+INT8_CALIBRATION = 128   # training B-scans that calibrate the int8 activations
+INT8_HELD_OUT = 128      # test-patient B-scans that judge it against the float32 model
 PREFERRED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "f1_macro", "auc", "macro_auc", "sensitivity",
                      "specificity", "kappa")
 
@@ -82,8 +85,9 @@ def oct_contract(entry: RunModel) -> dict[str, Any]:
     }
 
 
-def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8) -> tuple[np.ndarray, list[Path], str, str]:
-    """Preprocessed inputs for the parity checks: real B-scans of the run (the fold's test patients first).
+def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8,
+                  part: str = "test") -> tuple[np.ndarray, list[Path], str, str]:
+    """Preprocessed inputs for the parity checks: real B-scans of the run (the fold's ``part`` patients first).
 
     Returns ``(inputs, image files, kind, note)``; falls back to synthetic images (kind ``"synthetic"``) only
     when the run's data cannot be read, and the note says why.
@@ -92,7 +96,7 @@ def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8) -> tupl
     root = run_data_root(entry.run_dir)
     items = run_items(entry.run_dir)
     manifest = read_run_file(entry.run_dir, "folds.json") or {}
-    test = next((f.get("test") for f in manifest.get("folds", []) if f.get("fold") == entry.fold), None)
+    test = next((f.get(part) for f in manifest.get("folds", []) if f.get("fold") == entry.fold), None)
     arrays, files, skipped = [], [], []
     if root is not None and items:
         hashed = {} if all(item.get("path") for item in items) else item_files(entry.run_dir, root)
@@ -109,7 +113,7 @@ def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8) -> tupl
             except ImageReadError as exc:
                 skipped.append(f"{relative}: {exc.reason}")
     if arrays:
-        note = f"{len(arrays)} B-scans of dataset.json" + (" from the fold's test patients" if test else "")
+        note = f"{len(arrays)} B-scans of dataset.json" + (f" from the fold's {part} patients" if test else "")
         if skipped:
             note += f"; {len(skipped)} unreadable skipped ({skipped[0]})"
         return np.stack(arrays), files, "real", note
@@ -165,7 +169,9 @@ def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[s
     model = load_run_model(entry)
     contract = oct_contract(entry)
     inputs, files, kind, note = parity_inputs(entry, contract, n_inputs)
-    artefacts = {"onnx", "torchscript"} if "bundle" in formats else formats - {"bundle"}
+    artefacts = {"onnx", "torchscript"} if "bundle" in formats else formats - {"bundle", "onnx-int8"}
+    if "onnx-int8" in formats:
+        artefacts.add("onnx")  # the float32 ONNX model is what is quantized, and the int8 model's reference
     result = export_model(model, inputs, out_dir, contract, formats=artefacts, classification=True,
                           inputs_kind=kind, note=note, weights=entry.weights)
     bundle_note = ""
@@ -173,12 +179,27 @@ def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[s
         result["bundle"] = _export_bundle(model, out_dir, result["contract"], inputs, files, schema)
         bundle_note = result["bundle"]["note"]
         result["parity"] = (read_run_file(out_dir, "parity.json") or {}).get("checks", result["parity"])
+    if "onnx-int8" in formats:
+        result["onnx_int8"] = _export_int8(entry, contract, out_dir)
+        result["latency"]["onnxruntime_int8"] = result["onnx_int8"]["latency"]["onnxruntime_int8"]
+        result["parity"] = (read_run_file(out_dir, "parity.json") or {}).get("checks", result["parity"])
+        result["files"].append(INT8_FILE)
     write_model_card(out_dir / "MODEL_CARD.md", _card(entry, result["contract"], result, bundle_note))
     result["files"].append("MODEL_CARD.md")
     assert_no_absolute_paths(out_dir, extra=[p for p in (entry.run_dir.resolve(), run_data_root(entry.run_dir)) if p])
     write_export_marker(out_dir)  # last: predict accepts the folder only now
     result.pop("contract")
     return {"fold": entry.fold, "out_dir": str(out_dir), "inputs": kind, "inputs_note": note, **result}
+
+
+def _export_int8(entry: RunModel, contract: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """``model.int8.onnx``: calibrated on the fold's training B-scans, gated on its test patients' B-scans."""
+    calibration, _, kind, why = parity_inputs(entry, contract, INT8_CALIBRATION, part="train")
+    held_out, _, held_kind, note = parity_inputs(entry, contract, INT8_HELD_OUT, part="test")
+    if kind != "real" or held_kind != "real":
+        raise KDError(f"{entry.run_dir}: onnx-int8 needs the run's own B-scans to calibrate and check the int8 "
+                      f"model ({why if kind != 'real' else note})")
+    return export_int8(out_dir, calibration, held_out, classification=True, note=note)
 
 
 def _export_bundle(model: Any, out_dir: Path, contract: dict[str, Any], inputs: np.ndarray, files: Sequence[Path],
@@ -220,7 +241,9 @@ def export_run(run_dir: str | os.PathLike, folds: int | Sequence[int] | str | No
     Args:
         run_dir: the run folder (``config.yaml``, ``folds/fold_<k>/<model>/model.safetensors`` ...).
         folds: None (the fold with the best validation score), ``"all"``, a fold number or a list of them.
-        formats: any of ``"onnx"``, ``"torchscript"``, ``"bundle"`` (a MONAI bundle; implies the other two).
+        formats: any of ``"onnx"``, ``"torchscript"``, ``"bundle"`` (a MONAI bundle; implies the other two),
+            ``"onnx-int8"`` (static int8 ``model.int8.onnx``, calibrated on the fold's training B-scans and kept
+            only when it keeps the float32 model's top-1 class on >= 99 % of the test patients' B-scans).
         out_dir: default ``RUN/export/<model>``. One fold is written here, several into ``fold_<k>/``.
         model: which model of the run (``student``, ``teacher``, ``baseline``...).
         n_inputs: real B-scans used for the parity checks.

@@ -16,6 +16,7 @@ from kdcore.models import create_model
 from kdcore.runner import FoldContext, FoldOutput
 from kdcore.seeding import derive_seed
 from kdcore.teacher import FrozenTeacher
+from kdcore.teacher_cache import cached_teacher
 
 from .config import OCTRecipe, StudentConfig, TeacherConfig
 from .data import OCTDataset
@@ -60,6 +61,23 @@ def _loss(recipe: OCTRecipe, role: Role, train_targets: list[int], n_classes: in
     return build_student_objective(recipe.student)
 
 
+def _cached_teacher(recipe: OCTRecipe, ctx: FoldContext, teacher: FrozenTeacher, loader, device: torch.device):
+    """The student's teacher outputs from the fold's cache (built on first use), and the loader that matches it."""
+    student = recipe.student
+    identity = {"manifest": ctx.manifest.sha, "fold": ctx.fold, "augment": student.augment.model_dump(mode="json"),
+                "image_size": recipe.data.image_size, "mean": list(OCT_MEAN), "std": list(OCT_STD),
+                "sampler_seed": loader.sampler.seed, "batch_size": loader.batch_size}
+    cached, loader, cache = cached_teacher(
+        student.teacher_cache, ctx.model_dir.parent, loader, teacher,
+        weights=ctx.dependencies["teacher"] / "model.safetensors", identity=identity, epochs=student.train.epochs,
+        pool_views=student.teacher_cache_views, dtype=student.teacher_cache_dtype, device=device,
+        channels_last=recipe.runtime.channels_last)
+    ctx.run.log_event({"model": "student", "fold": ctx.fold, "split": "teacher_cache", "mode": student.teacher_cache,
+                       "build_seconds": cache.build_seconds, "lossless": cache.meta["lossless"],
+                       "path": str(cache.path.relative_to(ctx.run.path))})
+    return cached, loader
+
+
 def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldContext) -> FoldOutput:
     cfg = role_config(recipe, role)
     runtime = recipe.runtime
@@ -90,6 +108,8 @@ def train_role(role: Role, recipe: OCTRecipe, dataset: OCTDataset, ctx: FoldCont
             ctx.dependencies["teacher"] / "model.safetensors", build_classifier,
             expected={k: teacher_meta[k] for k in ("arch", "role", "fold", "manifest", "num_outputs", "in_chans")},
             amp_dtype=amp_dtype, device=device, channels_last=runtime.channels_last)
+        if recipe.student.teacher_cache != "off":
+            teacher, loader = _cached_teacher(recipe, ctx, teacher, loader, device)
     task = ClassificationTask(_loss(recipe, role, train_set.targets, len(classes)).to(device), val_loader,
                               classes, device, teacher)
     tensorboard = TensorBoardLogger(ctx.run.path / "tensorboard") if runtime.tensorboard else None

@@ -27,7 +27,7 @@ from medkd.preprocess import preprocess
 
 __all__ = ["OCTClassifier", "predict_files", "load_gray", "softmax"]
 
-Backend = Literal["onnx", "torchscript", "torch"]
+Backend = Literal["onnx", "onnx-int8", "torchscript", "torch"]
 ImageLike = str | os.PathLike | np.ndarray
 
 
@@ -63,7 +63,7 @@ class OCTClassifier:
     Attributes:
         classes: class names in output order.
         input_size: side of the square model input.
-        backend: ``"onnx"``, ``"torchscript"`` or ``"torch"``.
+        backend: ``"onnx"``, ``"onnx-int8"``, ``"torchscript"`` or ``"torch"``.
         contract: the export's ``model.json``.
     """
 
@@ -83,7 +83,8 @@ class OCTClassifier:
     @classmethod
     def load(cls, path: str | os.PathLike, backend: Backend | None = None, threads: int | None = None,
              device: str = "cpu") -> "OCTClassifier":
-        """Load an export folder (``backend`` picks the file, default ONNX) or a model file with its sidecar.
+        """Load an export folder (``backend`` picks the file, default the int8 ONNX model when there, else ONNX)
+        or a model file with its sidecar.
 
         ``device``: cpu, cuda, cuda:N or auto (ONNX Runtime's CUDA provider / PyTorch on CUDA when present).
         """

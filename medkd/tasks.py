@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from kdcore.engine import move_to_device
 from kdcore.teacher import FrozenTeacher
+from kdcore.teacher_cache import CachedTeacher
 
 from .metrics import classification_metrics
 
@@ -82,7 +83,7 @@ class ClassificationTask:
     """
 
     def __init__(self, loss_fn: nn.Module, val_loader: DataLoader, classes: list[str], device: torch.device,
-                 teacher: FrozenTeacher | None = None):
+                 teacher: FrozenTeacher | CachedTeacher | None = None):
         self.loss_fn, self.val_loader, self.classes = loss_fn, val_loader, classes
         self.device, self.teacher = device, teacher
 
@@ -95,7 +96,8 @@ class ClassificationTask:
         logits = model(batch["image"]).float()
         if self.teacher is None:
             return self.loss_fn(logits, batch["target"]), {}
-        teacher_logits = self.teacher(batch["image"])
+        # A cached teacher finds the outputs of the batch's views by their keys; a live one computes them.
+        teacher_logits = self.teacher(batch) if isinstance(self.teacher, CachedTeacher) else self.teacher(batch["image"])
         # A detached tensor, read by the engine once per epoch (a float() here would wait for the GPU every step).
         agreement = (teacher_logits.argmax(1) == logits.detach().argmax(1)).float().mean()
         logs = {"teacher_agreement": agreement}

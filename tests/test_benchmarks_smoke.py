@@ -33,7 +33,7 @@ def _goal_consistent(entry: dict, value: float) -> None:
 def quick_run(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench") / "results.json"
     proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--device", "cpu", "--out", str(out),
-                           "--workdir", str(out.parent)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                           "--workdir", str(out.parent)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
 
@@ -79,9 +79,27 @@ def test_results_json_structure(quick_run):
     _goal_consistent(onnx, onnx["ratio"])
 
 
+def test_p4_and_p5_structure(quick_run):
+    results, _ = quick_run
+    for name, pair in results["p4"].items():
+        if not isinstance(pair, dict):
+            continue
+        median = pair["epoch_median_s"]
+        assert set(median) == {"no_kd", "kd_cached", "kd_online"} and all(_number(v) for v in median.values())
+        assert pair["ratio"] == pytest.approx(median["kd_cached"] / median["no_kd"], rel=1e-9)
+        assert pair["online_ratio"] == pytest.approx(median["kd_online"] / median["no_kd"], rel=1e-9)
+        _goal_consistent(pair, pair["ratio"])
+        assert _number(pair["cache_build_s"]) and pair["config"]["cache_epochs"] >= 2
+        assert pair["cached_equals_online"] is True, name  # the views cache reproduces online KD bit for bit
+    p5 = results["p5"]
+    assert _number(p5["fp32_ms"]) and _number(p5["int8_ms"])
+    assert p5["ratio"] == pytest.approx(p5["int8_ms"] / p5["fp32_ms"], rel=1e-9)
+    assert p5["quantization"]["format"] == "QDQ" and 0 <= p5["top1_agreement_random_weights"] <= 1
+
+
 def test_table_is_printed(quick_run):
     _, stdout = quick_run
-    for label in ("P1 KD step", "P2 OCT data path", "P3 oct", "P3 face", "ONNX Runtime / eager"):
+    for label in ("P1 KD step", "P2 OCT data path", "P3 oct", "P3 face", "ONNX Runtime / eager", "P4 demo", "P5 OCT"):
         assert label in stdout
 
 

@@ -6,12 +6,13 @@ carries a JSON sidecar (:mod:`.sidecar`) with the preprocessing contract, so an 
 from the training code, and no absolute path of the exporting machine.
 
 Modules: :mod:`.onnx`, :mod:`.torchscript` (exporters), :mod:`.parity` (the parity rule), :mod:`.runtime`
-(running exported files, latency), :mod:`.sidecar` (contract file, path hygiene), :mod:`.runs` (reading run
+(running exported files, latency), :mod:`.quantize` (int8 students, gated), :mod:`.sidecar` (contract file, path hygiene), :mod:`.runs` (reading run
 folders, fold choice), :mod:`.folder` (one verified export folder).
 """
 
 from .folder import export_model, measure_export_latency, parse_formats
 from .onnx import ONNX_OPSET, export_onnx
+from .quantize import INT8_FILE, Int8Check, export_int8, int8_gate, quantize_int8
 from .parity import ATOL, RTOL, ParityCheck, check_parity, compare_outputs, write_parity
 from .runs import (RunModel, find_run_models, load_run_model, lower_is_better, pick_items, read_run_file,
                    report_means, run_data_root, run_items, run_source, select_folds)
@@ -27,6 +28,7 @@ __all__ = [
     "check_parity", "write_parity", "export_model", "parse_formats", "measure_latency_ms", "measure_export_latency", "machine_info",
     "package_versions", "SIDECAR_FORMAT", "SIDECAR_VERSION", "write_sidecar", "read_sidecar", "find_absolute_paths",
     "assert_no_absolute_paths", "COMPLETE_MARKER", "write_export_marker", "check_export_complete",
+    "INT8_FILE", "Int8Check", "export_int8", "int8_gate", "quantize_int8",
     # running exported files
     "onnx_runner", "torchscript_runner", "torch_runner", "resolve_export", "load_runner",
     # reading run folders

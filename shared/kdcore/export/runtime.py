@@ -174,7 +174,8 @@ def _processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
-_BACKEND_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "torch": "model.safetensors"}
+_BACKEND_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "torchscript": "model.ts",
+                  "torch": "model.safetensors"}
 _SUFFIX_BACKEND = {".onnx": "onnx", ".ts": "torchscript", ".pt": "torchscript", ".safetensors": "torch"}
 
 
@@ -182,17 +183,20 @@ def resolve_export(path: str | os.PathLike, backend: str | None) -> tuple[Path, 
     """``(model file, sidecar, backend)`` for an export folder or a model file with its sidecar."""
     path = Path(path)
     if path.is_dir():
-        backend = backend or "onnx"
+        # An int8 model is only kept when it passed its parity gate (kdcore.export.quantize), so it is preferred.
+        backend = backend or ("onnx-int8" if (path / _BACKEND_FILES["onnx-int8"]).is_file() else "onnx")
         if backend not in _BACKEND_FILES:
             raise KDError(f"backend {backend!r}: expected one of {', '.join(_BACKEND_FILES)}")
         model_file, sidecar = path / _BACKEND_FILES[backend], path / SIDECAR
     elif path.is_file():
-        inferred = _SUFFIX_BACKEND.get(path.suffix)
+        int8 = path.name.endswith(".int8.onnx")
+        inferred = "onnx-int8" if int8 else _SUFFIX_BACKEND.get(path.suffix)
         if inferred is None:
             raise KDError(f"{path}: not an exported model (.onnx, .ts or .safetensors expected)")
         if backend is not None and backend != inferred:
             raise KDError(f"{path}: a {inferred} file cannot run on backend {backend!r}")
-        model_file, sidecar, backend = path, path.with_suffix(".json"), inferred
+        sidecar = path.with_name(path.name[:-len(".int8.onnx")] + ".json") if int8 else path.with_suffix(".json")
+        model_file, backend = path, inferred
     else:
         raise KDError(f"{path}: export folder or model file not found")
     for needed in (sidecar, model_file):
@@ -222,7 +226,7 @@ def load_runner(path: str | os.PathLike, backend: str | None = None, threads: in
     if Path(path).is_dir() or (model_file.parent / COMPLETE_MARKER).exists():
         # A model file copied out with its sidecar alone has no marker to check; an export folder must have one.
         check_export_complete(model_file.parent, [sidecar.name, model_file.name])
-    if backend == "onnx":
+    if backend in ("onnx", "onnx-int8"):
         run = onnx_runner(model_file, threads, device)
     elif backend == "torchscript":
         run = torchscript_runner(model_file, threads, device)
