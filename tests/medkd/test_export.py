@@ -26,8 +26,9 @@ CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 
 
 def make_oct_run(base: Path, size: int = 32, data_root: Path | None = None, scores=(0.5, 0.3),
-                 monitor: str = "loss", report: bool = True) -> Path:
-    """A run folder as ``medkd run`` writes it, with two folds of an untrained tiny student."""
+                 monitor: str = "loss", report: bool = True, train_steps: int = 0) -> Path:
+    """A run folder as ``medkd run`` writes it, with two folds of a tiny student: untrained, or fitted for
+    ``train_steps`` Adam steps on all the images (so that its outputs have margins, as a trained model's do)."""
     run, root = base / "run", data_root or base / "data"
     rng = np.random.default_rng(0)
     items = []
@@ -51,6 +52,8 @@ def make_oct_run(base: Path, size: int = 32, data_root: Path | None = None, scor
     torch.manual_seed(0)
     for fold, score in enumerate(scores):
         model = create_model("test_efficientnet", len(CLASSES), in_chans=1)
+        if train_steps:
+            _fit(model, root, items, size, train_steps)
         meta = {"arch": "test_efficientnet", "role": "student", "fold": fold, "manifest": manifest.sha,
                 "task": "classification", "num_outputs": len(CLASSES), "in_chans": 1, "classes": list(CLASSES),
                 "recipe": "tiny-oct", "input": {"size": size, "channels": 1, "mean": [0.449], "std": [0.226],
@@ -65,6 +68,21 @@ def make_oct_run(base: Path, size: int = 32, data_root: Path | None = None, scor
                    "ece": {"mean": 0.061, "std": 0.01, "ci95": [0.04, 0.08]}}
         (run / "report.json").write_text(json.dumps({"models": {"student": {"summary": summary}}}))
     return run
+
+
+def _fit(model: torch.nn.Module, root: Path, items: list[dict], size: int, steps: int) -> None:
+    from medkd.preprocess import preprocess
+
+    images = torch.stack([torch.from_numpy(preprocess(cv2.imread(str(root / i["path"]), cv2.IMREAD_GRAYSCALE), size,
+                                                      [0.449], [0.226])).reshape(1, size, size) for i in items])
+    targets = torch.tensor([list(CLASSES).index(i["label"]) for i in items])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), targets).backward()
+        optimizer.step()
+    model.eval()
 
 
 @pytest.fixture(scope="module", autouse=True)
