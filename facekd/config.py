@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from kdcore.config import CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, model_validator
+from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TeacherCacheSection, TrainConfig,
+                           model_validator)
 
 __all__ = ["FaceRecipe", "FaceDataConfig", "FaceAugmentConfig", "ModelConfig", "StudentKDConfig", "ASMConfig"]
 
@@ -79,16 +80,9 @@ class StudentKDConfig(Section):
     tol_weight: float = Field(1.0, ge=0)
 
 
-class StudentConfig(ModelConfig):
+class StudentConfig(TeacherCacheSection, ModelConfig):
     model: str = "mobilenetv2_100"
     kd: StudentKDConfig = StudentKDConfig()
-    teacher_cache: Literal["off", "views", "pool"] = Field(
-        "off", description="both teachers' outputs computed once per fold (kdcore.teacher_cache): views = every "
-                           "(epoch, sample) view, same predictions as online KD; pool = FKD-style fixed pool of "
-                           "teacher_cache_views views per face (an approximation)")
-    teacher_cache_views: int = Field(8, ge=1, description="pool: augmented views kept per face")
-    teacher_cache_dtype: Literal["auto", "float16", "float32"] = Field(
-        "auto", description="cache storage; auto = float16 when the teachers run under 16-bit autocast, else float32")
 
 
 class ASMConfig(Section):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TrainConfig, field_validator,
-                           model_validator)
+from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TeacherCacheSection, TrainConfig,
+                           field_validator, model_validator)
 from kdcore.objective import DistillationSection
 
 __all__ = ["OCTRecipe", "DataConfig", "SyntheticConfig", "AugmentConfig", "RandAugmentConfig", "TeacherConfig",
@@ -131,18 +131,10 @@ class TeacherConfig(_ModelSection):
     class_weights: Literal["balanced", "none"] = "balanced"
 
 
-class StudentConfig(DistillationSection, _ModelSection):
+class StudentConfig(DistillationSection, TeacherCacheSection, _ModelSection):
     """The distilled student: objective = ce_weight * CE + kd_weight * distillation (see kdcore.objective)."""
 
     model: str = "efficientnet_b2"
-    teacher_cache: Literal["off", "views", "pool"] = Field(
-        "off", description="teacher outputs computed once per fold (run folder, kdcore.teacher_cache): views = "
-                           "every (epoch, sample) view, same predictions as online KD; pool = FKD-style fixed pool "
-                           "of teacher_cache_views views per image (an approximation)")
-    teacher_cache_views: int = Field(8, ge=1, description="pool: augmented views kept per image")
-    teacher_cache_dtype: Literal["auto", "float16", "float32"] = Field(
-        "auto", description="cache storage; auto = float16 when the teacher runs under 16-bit autocast "
-                            "(lossless), else float32")
 
 
 class BaselineConfig(Section):

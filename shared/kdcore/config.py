@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
-__all__ = [
+__all__ = ["TeacherCacheSection", 
     "Section", "Field", "field_validator", "model_validator", "load_recipe", "validate_recipe", "parse_overrides", "apply_overrides",
     "TrainConfig", "SWAConfig", "CVConfig", "RuntimeConfig", "ConfigError", "Seed", "KeyedValueError",
 ]
@@ -332,3 +332,16 @@ def _describe_error(schema: type[BaseModel], err: dict) -> str:
     if kind == "model_type" or kind == "dict_type":
         return f"{_key_path(loc)}: must be a section (mapping of keys), got {value!r}"
     return f"{_key_path(loc)}: {err['msg'][0].lower() + err['msg'][1:]}, got {value!r}"
+
+
+class TeacherCacheSection(Section):
+    """A student's ``teacher_cache`` keys (kdcore.teacher_cache), the same in every vertical."""
+
+    teacher_cache: Literal["off", "views", "pool"] = Field(
+        "off", description="teacher outputs computed once per fold (run folder, kdcore.teacher_cache): views = "
+                           "every (epoch, sample) view, same predictions as online KD; pool = FKD-style fixed pool "
+                           "of teacher_cache_views views per image (an approximation)")
+    teacher_cache_views: int = Field(8, ge=1, description="pool: augmented views kept per image")
+    teacher_cache_dtype: Literal["auto", "float16", "float32"] = Field(
+        "auto", description="cache storage; auto = float16 when the teacher(s) run under 16-bit autocast "
+                            "(lossless), else float32")

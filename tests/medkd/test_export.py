@@ -85,13 +85,7 @@ def _fit(model: torch.nn.Module, root: Path, items: list[dict], size: int, steps
     model.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two shared cores: OpenMP workers waiting for a busy core make every forward pass 100x slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SCHEMA = SHARED / "monai" / "meta_schema_20240725.json"

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from kdcore.errors import KDError
 from kdcore.export import export_int8, load_runner
@@ -16,12 +15,7 @@ from medkd.predictor import OCTClassifier
 from tests.medkd.test_export import make_oct_run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

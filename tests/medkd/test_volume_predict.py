@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import torch
 
 from medkd.cli import main
 from medkd.export import export_run
@@ -22,12 +21,7 @@ from tests.medkd.test_export import CLASSES, make_oct_run
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
