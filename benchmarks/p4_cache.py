@@ -25,7 +25,8 @@ from kdcore.config import load_recipe
 from kdcore.engine import Trainer
 from kdcore.engine.optim import build_scheduler
 from kdcore.experiment import sampler_seed, train_loader
-from kdcore.losses import CrossEntropyLoss, build_loss
+from kdcore.losses import CrossEntropyLoss
+from kdcore.objective import build_student_objective
 from kdcore.teacher import FrozenTeacher
 from kdcore.teacher_cache import CachedTeacher, TeacherCache, ViewKeyed
 from medkd.config import OCTRecipe
@@ -72,7 +73,7 @@ def _trainer(recipe: OCTRecipe, classes: list[str], device: torch.device, steps:
     torch.manual_seed(0)  # same initial student for every variant
     student = build_classifier(model_meta(recipe, "student", classes, 0, "benchmark"))
     s = recipe.student
-    loss = CrossEntropyLoss() if teacher is None else build_loss("kd", temperature=s.temperature, alpha=s.alpha)
+    loss = CrossEntropyLoss() if teacher is None else build_student_objective(s)
     task = ClassificationTask(loss.to(device), None, classes, device, teacher)
     trainer = Trainer(student, s.train, task, monitor=s.monitor, mode="max", device=device, seed=recipe.seed,
                       name="student", fold=0)

@@ -200,8 +200,14 @@ def to_uint8(array: np.ndarray, bits_stored: int | None = None) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------ DICOM
 
 def _dicom_dataset(path: Path):
+    import logging
+
     import pydicom
     from pydicom.errors import InvalidDicomError
+
+    # A truncated file is reported once, by name and reason, by the VolumeReadError below; pydicom's own log
+    # warning about it would be a second line.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
 
     try:
         with warnings.catch_warnings(record=True) as caught:
