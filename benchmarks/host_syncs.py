@@ -3,8 +3,8 @@
     python benchmarks/host_syncs.py                    # CPU: would-be syncs (TorchFunctionMode emulation)
     python benchmarks/host_syncs.py --device cuda      # GPU: real syncs (torch.cuda.set_sync_debug_mode)
 
-One epoch of the real engine (kdcore.engine.Trainer) on in-memory images, a tiny timm student and a frozen
-teacher; :func:`measure_host_syncs` is what ``make gpu-check`` calls. The engine's bound is one read per
+One epoch of the real engine (kdcore.engine.Trainer) and medkd's distillation task on in-memory images, a tiny
+timm student and a frozen teacher; :func:`measure_host_syncs` is what ``make gpu-check`` calls. The engine's bound is one read per
 optimizer step (two more with an fp16 GradScaler) and one per epoch; see tests/kdcore/test_host_syncs.py.
 """
 
@@ -22,6 +22,7 @@ from kdcore.engine.syncs import count_host_syncs
 from kdcore.losses import DKDLoss, KDLoss, NKDLoss, WithHardLabel
 from kdcore.models import create_model
 from kdcore.teacher import FrozenTeacher
+from medkd.tasks import ClassificationTask
 
 __all__ = ["measure_host_syncs"]
 
@@ -42,23 +43,6 @@ class _Images(torch.utils.data.Dataset):
         return {"image": self.images[index], "target": self.targets[index]}
 
 
-class _DistillTask:
-    def __init__(self, teacher: FrozenTeacher, loss_fn: torch.nn.Module):
-        self.teacher, self.loss_fn = teacher, loss_fn
-
-    def loss(self, model, batch):
-        logits = model(batch["image"]).float()
-        teacher_logits = self.teacher(batch["image"])
-        agreement = (teacher_logits.argmax(1) == logits.detach().argmax(1)).float().mean()
-        return self.loss_fn(logits, teacher_logits, batch["target"]), {"teacher_agreement": agreement}
-
-    def validate(self, model):
-        return {"loss": 0.0}
-
-    def inputs(self, batch):
-        return batch["image"]
-
-
 def measure_host_syncs(device: str | torch.device = "cpu", amp_dtype: torch.dtype | None = None,
                        losses: tuple[str, ...] = ("kd", "dkd", "nkd"), batches: int = 8, batch_size: int = 8,
                        image_size: int = 64, accumulate: int = 1) -> dict[str, Any]:
@@ -70,8 +54,8 @@ def measure_host_syncs(device: str | torch.device = "cpu", amp_dtype: torch.dtyp
         teacher = FrozenTeacher(create_model("test_efficientnet", 3).to(device), amp_dtype=amp_dtype)
         student = create_model("test_efficientnet", 3)
         config = TrainConfig(epochs=1, lr=1e-3, accumulate=accumulate, clip_grad_norm=1.0, amp=amp_dtype is not None)
-        trainer = Trainer(student, config, _DistillTask(teacher, LOSSES[name]().to(device)), monitor="loss",
-                          mode="min", device=device, amp_dtype=amp_dtype, name=name, fold=0)
+        task = ClassificationTask(LOSSES[name]().to(device), None, ["a", "b", "c"], device, teacher)
+        trainer = Trainer(student, config, task, monitor="loss", mode="min", device=device, amp_dtype=amp_dtype, name=name, fold=0)
         loader = torch.utils.data.DataLoader(_Images(batches * batch_size, image_size, 3), batch_size=batch_size,
                                              shuffle=True, pin_memory=device.type == "cuda")
         steps = -(-len(loader) // accumulate)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from kdcore.config import load_recipe
-from kdcore.export import export_onnx, quantize_int8
+from kdcore.export import export_onnx, onnx_runner, quantize_int8
 from kdcore.models import create_model
 from medkd.config import OCTRecipe
 from medkd.preprocess import OCT_MEAN, OCT_STD, preprocess
@@ -49,15 +49,8 @@ class P5Settings:
 
 
 def _session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
+    # One intra-op thread count for both models, as torch uses: the comparison is int8 against float32 alone.
+    return onnx_runner(path, threads=torch.get_num_threads())
 
 
 def _block(path: Path, example: np.ndarray, calls: int) -> list[float]:
