@@ -28,7 +28,7 @@ from kdcore.objective import build_student_objective
 from kdcore.teacher import FrozenTeacher
 from medkd.config import OCTRecipe
 from medkd.dataset import BScanDataset
-from medkd.fold_training import build_classifier, model_meta
+from medkd.vertical import oct_network
 from medkd.tasks import ClassificationTask
 from medkd.transforms import build_augment
 
@@ -100,14 +100,14 @@ def _student_loss(recipe: OCTRecipe) -> nn.Module:
 
 def _step(recipe: OCTRecipe, classes: list[str], device: torch.device, steps_per_epoch: int, *,
           channels_last: bool = False, amp_dtype: torch.dtype | None = None, compile: bool = False) -> Step:
-    """The student's Trainer with a FrozenTeacher, wired as medkd.fold_training wires them (random weights:
+    """The student's Trainer with a FrozenTeacher, wired as kdcore.vertical.train_role wires them (random weights:
     the values of the weights do not change the speed)."""
     torch.manual_seed(0)
-    teacher_model = build_classifier(model_meta(recipe, "teacher", classes, 0, "benchmark")).to(device)
+    teacher_model = oct_network(recipe, "teacher", classes).to(device)
     if channels_last:  # the Trainer converts the student; the teacher must match or convolutions mix layouts
         teacher_model = teacher_model.to(memory_format=torch.channels_last)
     teacher = FrozenTeacher(teacher_model, amp_dtype=amp_dtype)
-    student = build_classifier(model_meta(recipe, "student", classes, 0, "benchmark"))
+    student = oct_network(recipe, "student", classes)
     task = ClassificationTask(_student_loss(recipe).to(device), None, classes, device, teacher)
     cfg = recipe.student.train
     trainer = Trainer(student, cfg, task, monitor=recipe.student.monitor, mode="max", device=device,

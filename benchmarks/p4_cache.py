@@ -31,7 +31,7 @@ from kdcore.teacher import FrozenTeacher
 from kdcore.teacher_cache import CachedTeacher, TeacherCache, ViewKeyed
 from medkd.config import OCTRecipe
 from medkd.dataset import BScanDataset
-from medkd.fold_training import build_classifier, model_meta
+from medkd.vertical import oct_network
 from medkd.tasks import ClassificationTask
 from medkd.transforms import build_augment
 
@@ -71,7 +71,7 @@ class P4Settings:
 
 def _trainer(recipe: OCTRecipe, classes: list[str], device: torch.device, steps: int, teacher: Any) -> Trainer:
     torch.manual_seed(0)  # same initial student for every variant
-    student = build_classifier(model_meta(recipe, "student", classes, 0, "benchmark"))
+    student = oct_network(recipe, "student", classes)
     s = recipe.student
     loss = CrossEntropyLoss() if teacher is None else build_student_objective(s)
     task = ClassificationTask(loss.to(device), None, classes, device, teacher)
@@ -108,7 +108,7 @@ def _pair(pair: P4Pair, device: torch.device, settings: P4Settings, tmp: Path) -
                                            sampler=plain.sampler, drop_last=plain.drop_last)
 
     torch.manual_seed(1)
-    teacher = FrozenTeacher(build_classifier(model_meta(recipe, "teacher", classes, 0, "benchmark")).to(device))
+    teacher = FrozenTeacher(oct_network(recipe, "teacher", classes).to(device))
     loaders = {name: loader() for name in ("no_kd", "kd_cached", "kd_online")}
     steps = len(loaders["no_kd"])
     images = steps * batch if loaders["no_kd"].drop_last else len(data.records)

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from kdcore.errors import DataError
+from kdcore.findings import AuditFindings
 from facekd.formats import FORMATS, FaceRecord, get_format, load_face_image, scan_faces, w300
 from facekd.formats.folder import has_subject_file
 from facekd.formats.records import split_message
@@ -55,7 +56,7 @@ class Problem:
 
 
 @dataclass
-class FaceAuditReport:
+class FaceAuditReport(AuditFindings):
     """Counts of the good faces and every problem found; ``records`` holds the faces that parsed."""
 
     root: str
@@ -68,14 +69,6 @@ class FaceAuditReport:
     per_subset: dict[str, dict[str, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     records: list[FaceRecord] = field(default_factory=list, repr=False)
-
-    @property
-    def blocking(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "blocking"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
 
     def to_dict(self) -> dict:
         """JSON-ready summary (without the records)."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import (add_config_command, add_export_command, add_predict_device_option, add_report_command,
-                        add_run_command, add_split_command, add_sweep_command, lazy, print_audit, run_main)
+from kdcore.cli import Command, VerticalCLI, print_audit, run_main, vertical_parser
 
 __all__ = ["main", "build_parser"]
 FORMATS = ["300w", "wflw", "cofw", "folder"]
@@ -57,58 +57,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facekd", description=__doc__.strip(),
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    add_run_command(sub, "facekd", lazy("facekd.config", "FaceRecipe"), lazy("facekd.pipeline", "run_pipeline"),
-                    n_folds=lambda r: 1 if r.data.evaluation == "official" else r.cv.folds,
-                    help="train Tough/Tolerant teachers, KD-Loss student and L2 baseline per fold, then report",
-                    example="facekd run pipelines/face_kd_demo.yaml --out runs/demo-face")
-    add_config_command(sub, "facekd", lazy("facekd.config", "FaceRecipe"))
-    add_split_command(sub, lazy("facekd.config", "FaceRecipe"), _split, "subject")
-
-    p = sub.add_parser("audit", help="check a face dataset: unreadable images, bad annotations, duplicates",
-                       description="Exit status 1 when blocking problems are found.")
-    p.add_argument("data_root", type=Path)
-    p.add_argument("--format", required=True, choices=FORMATS)
+def _audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="only this split (e.g. train, common, challenging, test, pose)")
     p.add_argument("--n-points", type=int, help="expected points per face (folder format)")
     p.add_argument("--no-check-images", action="store_true", help="skip decoding and perceptual hashing")
-    p.add_argument("--out", type=Path, help="write the findings as JSON")
-    p.set_defaults(handler=cmd_audit)
 
-    p = sub.add_parser("synth", help="write synthetic faces with 68-point .pts in a 300W-like folder")
-    p.add_argument("--out", type=Path, required=True)
+
+def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--faces", type=int, default=200)
     p.add_argument("--subjects", type=int, default=None, help="distinct identities (default faces/4)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(handler=cmd_synth)
 
-    add_report_command(sub, lazy("facekd.report", "build_report"))
-    add_sweep_command(sub, "facekd", lambda: lazy("facekd.sweep", "adapter")()(),
-                      example="facekd sweep pipelines/face_kd_demo.yaml "
-                              "--space SPACE.yaml --trials 8 --out runs/sweep")
-    add_export_command(sub, lazy("facekd.export", "export_run"), "onnx,torchscript",
-                       help="export a trained student (ONNX, TorchScript) with parity checks")
 
-    p = sub.add_parser("predict", help="predict landmarks with an exported model; writes one 1-based .pts per image")
-    p.add_argument("model", type=Path, help="export folder, .onnx or .ts file")
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write PNGs with the points drawn")
     p.add_argument("--all-faces", action="store_true",
                    help="landmarks for every detected face (<stem>_face<k>.pts, best face score first)")
-    p.add_argument("--tta", action="store_true", help="average with the mirrored face (left/right relabelled)")
-    p.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default=None,
-                   help="runtime (default: ONNX Runtime when model.onnx is there)")
-    add_predict_device_option(p)
-    p.set_defaults(handler=cmd_predict)
-    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser, argv)
+CLI = VerticalCLI(
+    tool="facekd", description=__doc__, group_name="subject", vertical="facekd.vertical:FACES",
+    schema="facekd.config:FaceRecipe",
+    run_help="train Tough/Tolerant teachers, KD-Loss student and L2 baseline per fold, then report",
+    run_example="facekd run pipelines/face_kd_demo.yaml --out runs/demo-face", split=_split,
+    audit_formats=FORMATS,
+    audit=Command("check a face dataset: unreadable images, bad annotations, duplicates", cmd_audit,
+                  _audit_arguments),
+    synth=Command("write synthetic faces with 68-point .pts in a 300W-like folder", cmd_synth, _synth_arguments),
+    predict=Command("predict landmarks with an exported model (left/right relabelled under --tta); writes one "
+                    "1-based .pts per image", cmd_predict, _predict_arguments),
+    predict_backends=["onnx", "onnx-int8", "torchscript", "torch"],
+    export_formats="onnx,torchscript", export_help="export a trained student (ONNX, TorchScript; onnx-int8 on "
+                                                   "request) with parity checks",
+    sweep_example="facekd sweep pipelines/face_kd_demo.yaml --space SPACE.yaml --trials 8 --out runs/sweep")
+
+
+build_parser = partial(vertical_parser, CLI)
+main = partial(run_main, build_parser)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from typing import ClassVar, Literal
 from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TeacherCacheSection, TrainConfig,
                            model_validator)
 
+from .kd_loss import CODE_CONSTANTS as _KD
+
 __all__ = ["FaceRecipe", "FaceDataConfig", "FaceAugmentConfig", "ModelConfig", "StudentKDConfig", "ASMConfig"]
 
 
@@ -66,18 +68,19 @@ class ModelConfig(Section):
 
 
 class StudentKDConfig(Section):
-    """Constants of the KD-Loss (facekd.kd_loss.LandmarkKDLoss); defaults are the published code's."""
+    """Constants of the KD-Loss (facekd.kd_loss.LandmarkKDLoss); defaults are the published code's
+    (``facekd.kd_loss.CODE_CONSTANTS``, their one source)."""
 
-    main_slope: float = Field(3.0, gt=0)
-    boundary_fraction: float = Field(0.15, gt=0, le=1)
-    tough_pos_weight: float = 1.9
-    tough_neg_weight: float = -0.45
-    tol_pos_weight: float = 1.8
-    tol_neg_weight: float = -0.4
-    ramp: bool = False
-    main_weight: float = Field(2.0, ge=0)
-    tough_weight: float = Field(1.0, ge=0)
-    tol_weight: float = Field(1.0, ge=0)
+    main_slope: float = Field(_KD["main_slope"], gt=0)
+    boundary_fraction: float = Field(_KD["boundary_fraction"], gt=0, le=1)
+    tough_pos_weight: float = _KD["tough_pos_weight"]
+    tough_neg_weight: float = _KD["tough_neg_weight"]
+    tol_pos_weight: float = _KD["tol_pos_weight"]
+    tol_neg_weight: float = _KD["tol_neg_weight"]
+    ramp: bool = _KD["ramp"]
+    main_weight: float = Field(_KD["main_weight"], ge=0)
+    tough_weight: float = Field(_KD["tough_weight"], ge=0)
+    tol_weight: float = Field(_KD["tol_weight"], ge=0)
 
 
 class StudentConfig(TeacherCacheSection, ModelConfig):

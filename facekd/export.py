@@ -1,11 +1,13 @@
 """Export trained landmark students: ONNX and TorchScript, verified, with a model card.
 
-Same folder layout and fold choice as :mod:`medkd.export` (``folds=None``: the fold with the best
-validation score, lower is better for NME and losses). There is no MONAI bundle for faces.
+The skeleton (fold choice, parity, int8, completion marker) is :mod:`kdcore.export.run_export`'s; this module
+declares what is face-specific: the crop contract, real face crops for the checks, the int8 NME gate and the
+model card. There is no MONAI bundle for faces.
 
 Each export folder::
 
     model.onnx  model.ts  model.safetensors  model.json (contract)  parity.json  MODEL_CARD.md
+    model.int8.onnx (with ``onnx-int8``; ``predict`` then uses it by default)
 
 Example:
     >>> summary = export_run("runs/kd-300w", folds=0, out_dir="exports/300w")  # doctest: +SKIP
@@ -21,31 +23,27 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from facekd.detect import CASCADE_NAME, DETECTION_TO_LANDMARK_BOX, detect_faces, landmark_box_from_detection
-from facekd.geometry import box_from_landmarks, crop_face
+from facekd.geometry import apply_affine, box_from_landmarks, crop_face
 from facekd.io import read_pts
+from facekd.metrics import nme
 from facekd.preprocess import normalize_rgb
 from facekd.schemes import get_scheme
 from kdcore.errors import DataError, KDError
-from kdcore.export import (assert_no_absolute_paths, export_model, find_run_models, load_run_model, parse_formats,
-                           pick_items, read_run_file, report_means, run_data_root, run_items, run_source, RunModel,
-                           select_folds, SIDECAR_FORMAT, SIDECAR_VERSION, write_export_marker)
+from kdcore.export import (pick_items, read_run_file, report_means, run_data_root, run_items, run_source, RunModel,
+                           SIDECAR_FORMAT, SIDECAR_VERSION)
+from kdcore.export import run_export
+from kdcore.export.run_export import Exporter
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
-                              render_model_card, source_section, write_model_card)
+                              render_model_card, source_section)
 from kdcore.seeding import derive_seed
 
-__all__ = ["export_run", "export_fold", "face_contract", "parity_inputs", "FORMATS"]
+__all__ = ["export_run", "export_fold", "face_contract", "parity_inputs", "int8_nme", "FaceExporter",
+           "FACE_EXPORTER", "FORMATS"]
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "onnx-int8")
 PREFERRED_METRICS = ("nme", "nme_inter_ocular", "nme_inter_pupil", "fr", "failure_rate", "auc")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-
-
-def _parse_formats(formats: Iterable[str] | str) -> set[str]:
-    if "bundle" in (formats.split(",") if isinstance(formats, str) else formats):
-        raise KDError("--format bundle: MONAI bundles are for the OCT classifier (medkd); "
-                      "landmark models export as onnx and torchscript")
-    return parse_formats(formats, FORMATS)
 
 
 def face_contract(entry: RunModel) -> dict[str, Any]:
@@ -111,50 +109,79 @@ def _item_points(item: dict[str, Any], image: Path, n_points: int) -> np.ndarray
     return None
 
 
-def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8) -> tuple[np.ndarray, list[Path], str, str]:
-    """Face crops for the parity checks: real images of the run (the fold's test subjects first), cropped
-    around their landmarks (or a detected face); synthetic crops only when the data cannot be read."""
+def _face_crops(entry: RunModel, contract: dict[str, Any], n: int,
+                part: str) -> tuple[list[tuple[np.ndarray, Path, np.ndarray | None]], list[str], bool]:
+    """Up to ``n`` normalised crops of the run's images (the fold's ``part`` subjects first), each with its file
+    and its landmarks in normalised crop coordinates (None without annotation); the unreadable; whether the fold's
+    subjects were found."""
     spec = contract["input"]
     size, margin = int(spec["size"]), float(spec["crop_margin"])
     root = run_data_root(entry.run_dir)
     items = run_items(entry.run_dir)
     manifest = read_run_file(entry.run_dir, "folds.json") or {}
-    test = next((f.get("test") for f in manifest.get("folds", []) if f.get("fold") == entry.fold), None)
-    arrays, files, skipped = [], [], []
-    if root is not None and items:
-        for item in pick_items(items, 4 * n, groups=test, group_key="subject", label_key="subset"):
-            relative = item.get("path") or item.get("image")
-            if not relative or len(arrays) >= n or not str(relative).lower().endswith(IMAGE_SUFFIXES):
-                continue
-            path = root / str(relative)
-            try:
-                image = read_image(path, "rgb", allow_alpha=True)
-            except ImageReadError as exc:
-                skipped.append(f"{relative}: {exc.reason}")
-                continue
-            points = _item_points(item, path, contract["n_points"])
-            if points is not None:
-                box = box_from_landmarks(points)
-            elif item.get("box") is not None:
-                box = tuple(float(v) for v in item["box"])
-            else:
-                faces = detect_faces(image)
-                whole = (0.0, 0.0, image.shape[1] - 1.0, image.shape[0] - 1.0)
-                box = landmark_box_from_detection(faces[0]) if faces else whole
-            crop, _ = crop_face(image, box, size, margin)
-            arrays.append(normalize_rgb(crop, spec["mean"], spec["std"]))
-            files.append(path)
-    if arrays:
-        note = f"{len(arrays)} face crops of dataset.json images" + (" from the fold's test subjects" if test else "")
+    wanted = next((f.get(part) for f in manifest.get("folds", []) if f.get("fold") == entry.fold), None)
+    crops, skipped = [], []
+    if root is None or not items:
+        return crops, skipped, wanted is not None
+    for item in pick_items(items, 4 * n, groups=wanted, group_key="subject", label_key="subset"):
+        relative = item.get("path") or item.get("image")
+        if not relative or len(crops) >= n or not str(relative).lower().endswith(IMAGE_SUFFIXES):
+            continue
+        path = root / str(relative)
+        try:
+            image = read_image(path, "rgb", allow_alpha=True)
+        except ImageReadError as exc:
+            skipped.append(f"{relative}: {exc.reason}")
+            continue
+        points = _item_points(item, path, contract["n_points"])
+        if points is not None:
+            box = box_from_landmarks(points)
+        elif item.get("box") is not None:
+            box = tuple(float(v) for v in item["box"])
+        else:
+            faces = detect_faces(image)
+            whole = (0.0, 0.0, image.shape[1] - 1.0, image.shape[0] - 1.0)
+            box = landmark_box_from_detection(faces[0]) if faces else whole
+        crop, matrix = crop_face(image, box, size, margin)
+        target = None if points is None else apply_affine(points, matrix) / size
+        crops.append((normalize_rgb(crop, spec["mean"], spec["std"]), path, target))
+    return crops, skipped, wanted is not None
+
+
+def parity_inputs(entry: RunModel, contract: dict[str, Any], n: int = 8,
+                  part: str = "test") -> tuple[np.ndarray, list[Path], str, str]:
+    """Face crops for the parity checks: real images of the run (the fold's ``part`` subjects first), cropped
+    around their landmarks (or a detected face); synthetic crops only when the data cannot be read."""
+    spec = contract["input"]
+    crops, skipped, in_fold = _face_crops(entry, contract, n, part)
+    if crops:
+        note = f"{len(crops)} face crops of dataset.json images" + (f" from the fold's {part} subjects"
+                                                                    if in_fold else "")
         if skipped:
             note += f"; {len(skipped)} unreadable skipped ({skipped[0]})"
-        return np.stack(arrays), files, "real", note
+        return np.stack([c for c, _, _ in crops]), [f for _, f, _ in crops], "real", note
+    root, items = run_data_root(entry.run_dir), run_items(entry.run_dir)
     why = ("config.yaml has no reachable data.root" if root is None else
            "dataset.json is missing or empty" if not items else "no listed image could be read")
+    size = int(spec["size"])
     rng = np.random.default_rng(derive_seed("export-parity", entry.run_dir.name, entry.fold))
-    crops = [rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8) for _ in range(n)]
-    return (np.stack([normalize_rgb(c, spec["mean"], spec["std"]) for c in crops]), [], "synthetic",
+    synthetic = [rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8) for _ in range(n)]
+    return (np.stack([normalize_rgb(c, spec["mean"], spec["std"]) for c in synthetic]), [], "synthetic",
             f"synthetic noise crops: {why}")
+
+
+def int8_nme(entry: RunModel, contract: dict[str, Any], n: int) -> tuple[np.ndarray, Any, str]:
+    """Annotated crops of the fold's test subjects and ``nme(outputs)``: mean inter-ocular NME in points (%)."""
+    crops = [c for c in _face_crops(entry, contract, n, "test")[0] if c[2] is not None]
+    if not crops:
+        raise KDError(f"{entry.run_dir}: onnx-int8 needs annotated images of the run to check the int8 model's NME "
+                      "(dataset.json lists none that can be read)")
+    inputs, truth = np.stack([c for c, _, _ in crops]), np.stack([t for _, _, t in crops])
+
+    def nme_points(outputs: np.ndarray) -> float:
+        return 100.0 * float(np.mean(nme(np.asarray(outputs, np.float64).reshape(truth.shape), truth)))
+
+    return inputs, nme_points, f"{len(crops)} annotated face crops of the fold's test subjects"
 
 
 def _card(entry: RunModel, contract: dict[str, Any], result: dict[str, Any]) -> str:
@@ -190,43 +217,44 @@ def _card(entry: RunModel, contract: dict[str, Any], result: dict[str, Any]) -> 
                              summary, sections)
 
 
-def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[str] | str = FORMATS,
+class FaceExporter(Exporter):
+    formats = FORMATS
+    classification = False
+
+    def check_formats(self, formats: Iterable[str] | str) -> set[str]:
+        if "bundle" in (formats.split(",") if isinstance(formats, str) else formats):
+            raise KDError("--format bundle: MONAI bundles are for the OCT classifier (medkd); "
+                          "landmark models export as onnx, torchscript and onnx-int8")
+        return super().check_formats(formats)
+
+    def contract(self, entry: RunModel) -> dict[str, Any]:
+        return face_contract(entry)
+
+    def parity_inputs(self, entry: RunModel, contract: dict[str, Any], n: int = 8,
+                      part: str = "test") -> tuple[np.ndarray, list[Path], str, str]:
+        return parity_inputs(entry, contract, n, part)
+
+    def int8_nme(self, entry: RunModel, contract: dict[str, Any], n: int) -> tuple[np.ndarray, Any, str]:
+        return int8_nme(entry, contract, n)
+
+    def card(self, entry: RunModel, contract: dict[str, Any], result: dict[str, Any]) -> str:
+        return _card(entry, contract, result)
+
+
+FACE_EXPORTER = FaceExporter()
+
+
+def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[str] | str = ("onnx", "torchscript"),
                 n_inputs: int = 8) -> dict[str, Any]:
     """Export one fold's model into ``out_dir`` (see :func:`export_run`)."""
-    formats = _parse_formats(formats)
-    out_dir = Path(out_dir)
-    model = load_run_model(entry)
-    contract = face_contract(entry)
-    inputs, _, kind, note = parity_inputs(entry, contract, n_inputs)
-    result = export_model(model, inputs, out_dir, contract, formats=formats, classification=False,
-                          inputs_kind=kind, note=note, weights=entry.weights)
-    write_model_card(out_dir / "MODEL_CARD.md", _card(entry, result["contract"], result))
-    result["files"].append("MODEL_CARD.md")
-    assert_no_absolute_paths(out_dir, extra=[p for p in (entry.run_dir.resolve(), run_data_root(entry.run_dir)) if p])
-    write_export_marker(out_dir)  # last: predict accepts the folder only now
-    result.pop("contract")
-    return {"fold": entry.fold, "out_dir": str(out_dir), "inputs": kind, "inputs_note": note, **result}
+    return run_export.export_fold(FACE_EXPORTER, entry, out_dir, formats, n_inputs)
 
 
 def export_run(run_dir: str | os.PathLike, folds: int | Sequence[int] | str | None = None,
-               formats: Iterable[str] | str = FORMATS, out_dir: str | os.PathLike | None = None,
+               formats: Iterable[str] | str = ("onnx", "torchscript"), out_dir: str | os.PathLike | None = None,
                model: str = "student", n_inputs: int = 8) -> dict[str, Any]:
-    """Export a run's trained landmark model (default the student) with verified parity and a model card.
-
-    Args:
-        run_dir: the run folder.
-        folds: None (the fold with the best validation score), ``"all"``, a fold number or a list of them.
-        formats: ``"onnx"`` and/or ``"torchscript"``; ``"bundle"`` is an error (OCT only).
-        out_dir: default ``RUN/export/<model>``. One fold is written here, several into ``fold_<k>/``.
-        model: which model of the run.
-        n_inputs: real face crops used for the parity checks.
-    """
-    _parse_formats(formats)
-    run_dir = Path(run_dir)
-    models = find_run_models(run_dir, model)
-    chosen = select_folds(models, folds)
-    out = Path(out_dir) if out_dir is not None else run_dir / "export" / model
-    results = [export_fold(models[k], out if len(chosen) == 1 else out / f"fold_{k}", formats, n_inputs)
-               for k in chosen]
-    selected = ("best validation score" if folds is None else "all folds" if folds == "all" else "requested")
-    return {"run": run_dir.name, "model": model, "selected_by": selected, "out_dir": str(out), "folds": results}
+    """Export a run's trained landmark model (default the student); see
+    :func:`kdcore.export.run_export.export_run`. ``formats``: ``onnx``, ``torchscript``, ``onnx-int8`` (kept only
+    when its NME on the fold's test subjects is at most 0.1 points above the float32 model's); ``bundle`` is an
+    error (OCT only)."""
+    return run_export.export_run(FACE_EXPORTER, run_dir, folds, formats, out_dir, model, n_inputs)

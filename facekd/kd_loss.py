@@ -110,10 +110,16 @@ class LandmarkKDLoss(nn.Module):
     target are detached here. ``components(...)`` returns the three weighted terms for logging.
     """
 
-    def __init__(self, main_slope: float = 3.0, boundary_fraction: float = 0.15,
-                 tough_pos_weight: float = 1.9, tough_neg_weight: float = -0.45,
-                 tol_pos_weight: float = 1.8, tol_neg_weight: float = -0.4, ramp: bool = False,
-                 main_weight: float = 2.0, tough_weight: float = 1.0, tol_weight: float = 1.0) -> None:
+    # The published code's constants, written once (CODE_CONSTANTS); the recipe's student.kd defaults are these.
+    def __init__(self, main_slope: float = CODE_CONSTANTS["main_slope"],
+                 boundary_fraction: float = CODE_CONSTANTS["boundary_fraction"],
+                 tough_pos_weight: float = CODE_CONSTANTS["tough_pos_weight"],
+                 tough_neg_weight: float = CODE_CONSTANTS["tough_neg_weight"],
+                 tol_pos_weight: float = CODE_CONSTANTS["tol_pos_weight"],
+                 tol_neg_weight: float = CODE_CONSTANTS["tol_neg_weight"], ramp: bool = CODE_CONSTANTS["ramp"],
+                 main_weight: float = CODE_CONSTANTS["main_weight"],
+                 tough_weight: float = CODE_CONSTANTS["tough_weight"],
+                 tol_weight: float = CODE_CONSTANTS["tol_weight"]) -> None:
         super().__init__()
         if not 0.0 <= boundary_fraction <= 1.0:
             raise ValueError(f"boundary_fraction must be in [0, 1], got {boundary_fraction}")

@@ -19,42 +19,30 @@ import numpy as np
 
 from facekd.metrics import auc, ced_curve, failure_rate, nme, per_landmark_error
 from kdcore.errors import DataError
-from kdcore.fidelity import fidelity_html
-from kdcore.report import (audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
-                           paired_bootstrap_samples, read_json, read_run, RunInputs, safe_name, summarize_samples,
-                           write_report)
-from kdcore.report.rundata import training_event_notes
+from kdcore.report import bootstrap_samples, csv_text, read_json, RunInputs, safe_name, summarize_samples
+from kdcore.report.template import (LEVEL, PooledPredictions, ReportTemplate, build_run_report,
+                                    paired_difference_samples)
 from kdcore.stats import fold_summary
 
 from .report_html import draw_overlays, render_report
 
-__all__ = ["build_report", "landmark_metrics", "MODEL_ORDER", "METRICS", "THRESHOLD"]
+__all__ = ["build_report", "FaceReport", "landmark_metrics", "MODEL_ORDER", "METRICS", "THRESHOLD"]
 
 MODEL_ORDER = ("tough", "tolerant", "student", "baseline")
 METRICS = ("nme", "fr", "auc")
 THRESHOLD = 0.1
-LEVEL = 0.95
 CED_POINTS = 101
 
 
 @dataclass
-class LandmarkPredictions:
-    """Pooled out-of-fold predictions of one model, sorted by id; points (N, K, 2) in image pixels."""
+class LandmarkPredictions(PooledPredictions):
+    """Pooled out-of-fold predictions of one landmark model; points (N, K, 2) in image pixels."""
 
-    name: str
-    folds: list[int]
-    ids: np.ndarray
     subjects: np.ndarray
-    fold_of: np.ndarray
     subsets: np.ndarray
     pred: np.ndarray
     gt: np.ndarray
     nmes: np.ndarray
-
-    def subset(self, mask: np.ndarray) -> "LandmarkPredictions":
-        return LandmarkPredictions(self.name, sorted(set(self.fold_of[mask].tolist())), self.ids[mask],
-                                   self.subjects[mask], self.fold_of[mask], self.subsets[mask], self.pred[mask],
-                                   self.gt[mask], self.nmes[mask])
 
 
 def landmark_metrics(nmes: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
@@ -104,9 +92,10 @@ def load_landmark_predictions(run: RunInputs, name: str, n_points: int) -> Landm
     except ValueError as exc:
         raise DataError(f"{run.path}: model {name!r}: {exc}") from None
     order = np.argsort(ids_arr, kind="stable")
-    return LandmarkPredictions(name, list(run.models[name]), ids_arr[order], np.asarray(subjects, dtype=str)[order],
-                               np.asarray(folds)[order], np.asarray(subsets, dtype=str)[order], points[order, 0],
-                               points[order, 1], np.asarray(nmes)[order])
+    return LandmarkPredictions(name=name, folds=list(run.models[name]), ids=ids_arr[order],
+                               fold_of=np.asarray(folds)[order], subjects=np.asarray(subjects, dtype=str)[order],
+                               subsets=np.asarray(subsets, dtype=str)[order], pred=points[order, 0],
+                               gt=points[order, 1], nmes=np.asarray(nmes)[order])
 
 
 def _compute(data: LandmarkPredictions):
@@ -149,18 +138,12 @@ def _model_section(data: LandmarkPredictions, missing: list[int], n_boot: int, s
     return section, samples
 
 
-def _comparison(a: LandmarkPredictions, b: LandmarkPredictions, samples: dict, n_boot: int, seed: int) -> dict:
-    common = np.intersect1d(a.ids, b.ids)
-    if common.size == 0:
-        return {"a": a.name, "b": b.name, "available": False, "reason": "no face predicted by both models"}
-    sub_a, sub_b = a.subset(np.isin(a.ids, common)), b.subset(np.isin(b.ids, common))
+def _comparison(a: LandmarkPredictions, b: LandmarkPredictions, sub_a: LandmarkPredictions,
+                sub_b: LandmarkPredictions, samples: dict, n_boot: int, seed: int) -> dict:
+    common = sub_a.ids
     if not np.array_equal(sub_a.subjects, sub_b.subjects) or not np.allclose(sub_a.gt, sub_b.gt):
         raise DataError(f"{a.name} and {b.name} disagree on the subject or ground truth of some faces")
-    if len(common) == len(a.ids) == len(b.ids):
-        diffs = difference_samples(samples[a.name], samples[b.name])  # same rows and seed: already paired
-    else:
-        _, diffs = paired_bootstrap_samples(_compute(sub_a), _compute(sub_b), len(common), sub_a.subjects,
-                                            n_boot, seed)
+    diffs = paired_difference_samples(a, b, sub_a, sub_b, samples, _compute, sub_a.subjects, n_boot, seed)
     intervals, undefined = summarize_samples(diffs, METRICS, LEVEL)
     est_a, est_b = landmark_metrics(sub_a.nmes), landmark_metrics(sub_b.nmes)
     metrics = {m: {"difference": est_a[m] - est_b[m], "ci95": intervals[m], a.name: est_a[m], b.name: est_b[m]}
@@ -205,14 +188,47 @@ def _overlay_examples(data: dict[str, LandmarkPredictions]) -> list[dict]:
             for i, label in zip(picks, ("best", "median", "worst"))]
 
 
-def _protocol(run: RunInputs) -> dict:
-    manifest = run.manifest
-    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test), "val_share": f.val_share,
-              "test_images": int(sum(f.class_counts.get("test", {}).values())) or None} for f in manifest.folds]
-    return {"n_folds": manifest.n_folds, "group_name": manifest.group_name, "subjects": manifest.n_groups,
-            "images": manifest.n_items, "seed": manifest.seed, "val_fraction": manifest.val_fraction,
-            "manifest_sha": manifest.sha, "folds": folds, "audit": audit_summary(run.audit),
-            "incomplete": run.incomplete}
+class FaceReport(ReportTemplate):
+    model_order, unit, item, compared = MODEL_ORDER, "subject", "face", ("tough", "tolerant", "baseline")
+
+    def context(self, run: RunInputs) -> dict[str, Any]:
+        return {"n_points": _n_points(run)}
+
+    def settings(self, run: RunInputs, context: dict[str, Any]) -> dict[str, Any]:
+        scheme = run.model_json(next(iter(run.models))).get("scheme")
+        return {"threshold": THRESHOLD, "normaliser": "inter_ocular (outer eye corners)",
+                "n_points": context["n_points"], "scheme": scheme}
+
+    def load(self, run: RunInputs, name: str, context: dict[str, Any]) -> LandmarkPredictions:
+        return load_landmark_predictions(run, name, context["n_points"])
+
+    def model_section(self, data: LandmarkPredictions, context: dict[str, Any], missing: list[int], n_boot: int,
+                      seed: int) -> tuple[dict, list]:
+        return _model_section(data, missing, n_boot, seed)
+
+    def comparison(self, a: LandmarkPredictions, b: LandmarkPredictions, sub_a: LandmarkPredictions,
+                   sub_b: LandmarkPredictions, context: dict[str, Any], samples: dict, n_boot: int, seed: int) -> dict:
+        return _comparison(a, b, sub_a, sub_b, samples, n_boot, seed)
+
+    def extra_sections(self, run: RunInputs, data: dict[str, LandmarkPredictions], context: dict[str, Any],
+                       report: dict[str, Any], n_boot: int, seed: int) -> None:
+        from .fidelity_report import fidelity_section
+
+        paths, relative, reason = _image_paths(run)
+        examples = _overlay_examples(data) if not reason else []
+        for example in examples:
+            example["path"] = relative.get(example["id"])
+        self._overlay_png, problems = draw_overlays(examples, data, paths) if examples else (None, [])
+        report["overlays"] = {"available": self._overlay_png is not None, "reason": reason, "examples": examples,
+                              "problems": problems}
+        report["fidelity"] = fidelity_section(data, report, THRESHOLD, n_boot, seed)
+
+    def render(self, run: RunInputs, report: dict[str, Any], data: dict[str, LandmarkPredictions],
+               context: dict[str, Any]) -> tuple[str, dict[str, bytes]]:
+        return render_report(report, run.log, self._overlay_png)
+
+    def csv_files(self, report: dict[str, Any]) -> dict[str, str]:
+        return _csv_files(report)
 
 
 def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: int = 0) -> dict:
@@ -241,50 +257,7 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
 
         Metrics: ``nme`` mean inter-ocular NME (fraction), ``fr`` failure rate at 0.1, ``auc`` exact CED AUC at 0.1.
     """
-    run = read_run(run_dir, MODEL_ORDER)
-    if not run.models:
-        raise DataError(f"{run.path}: no completed model (no folds/fold_<k>/<model>/done.json); nothing to report")
-    n_boot = (run.config.get("report") or {}).get("bootstrap", 1000) if n_boot is None else n_boot
-    if not isinstance(n_boot, int) or n_boot < 0:
-        raise DataError(f"{run.path}: report.bootstrap must be a non-negative integer, got {n_boot!r}")
-    n_points = _n_points(run)
-    scheme = run.model_json(next(iter(run.models))).get("scheme")
-    data = {name: load_landmark_predictions(run, name, n_points) for name in run.models}
-    report: dict[str, Any] = {
-        "run": {"recipe": run.config.get("name"), "folder": run.path.name},
-        "settings": {"n_boot": n_boot, "seed": seed, "level": LEVEL, "unit": "subject", "threshold": THRESHOLD,
-                     "normaliser": "inter_ocular (outer eye corners)", "n_points": n_points, "scheme": scheme},
-        "protocol": _protocol(run), "models": {}, "comparisons": {}, "notes": [],
-    }
-    samples = {}
-    for name, predictions in data.items():
-        missing = run.missing_folds(name)
-        report["models"][name], samples[name] = _model_section(predictions, missing, n_boot, seed)
-        report["models"][name]["profile"] = (run.profile or {}).get(name)
-    report["notes"] += run.coverage_notes(list(dict.fromkeys([*MODEL_ORDER, *data])))
-    report["notes"] += training_event_notes(run.log)
-    if "student" in data:
-        for other in [n for n in data if n != "student"]:
-            report["comparisons"][f"student_vs_{other}"] = _comparison(data["student"], data[other], samples,
-                                                                      n_boot, seed)
-    for other in ("tough", "tolerant", "baseline"):
-        report["comparisons"].setdefault(f"student_vs_{other}", {"a": "student", "b": other, "available": False,
-                                                                 "reason": "a model of the pair has no completed fold"})
-    paths, relative, reason = _image_paths(run)
-    examples = _overlay_examples(data) if not reason else []
-    for example in examples:
-        example["path"] = relative.get(example["id"])
-    overlay_png, problems = draw_overlays(examples, data, paths) if examples else (None, [])
-    report["overlays"] = {"available": overlay_png is not None, "reason": reason, "examples": examples,
-                          "problems": problems}
-    from .fidelity_report import fidelity_section
-
-    report["fidelity"] = fidelity_section(data, report, THRESHOLD, n_boot, seed)
-    report = json_safe(report)
-    html, pngs = render_report(report, run.log, overlay_png)
-    html = html.replace("</body>", fidelity_html(report["fidelity"]) + "\n</body>")
-    write_report(run.path, report, html, {**_csv_files(report), **pngs})
-    return report
+    return build_run_report(FaceReport(), run_dir, n_boot, seed)
 
 
 def _csv_files(report: dict) -> dict[str, str]:

@@ -9,8 +9,9 @@ import numpy as np
 
 from kdcore.errors import DataError
 from kdcore.images import read_image
-from kdcore.report import (PROFILE_HEADER, HtmlDocument, audit_section, bar_plot, figure_png, fmt, line_plot,
-                           new_figure, profile_rows, safe_name, training_curves)
+from kdcore.report.template import HtmlParts
+from kdcore.report import (HtmlDocument, audit_section, bar_plot, figure_png, fmt, line_plot,
+                           new_figure, safe_name, training_curves)
 
 if TYPE_CHECKING:
     from .report import LandmarkPredictions
@@ -160,29 +161,13 @@ def _results(doc: HtmlDocument, report: dict, pngs: dict) -> None:
         doc.figure(pngs.get("subsets.png"), "NME per subset")
 
 
-def _comparisons(doc: HtmlDocument, report: dict) -> None:
-    doc.heading("Paired comparisons")
-    doc.paragraph("Difference = student minus the other model on the faces both predicted, 95% interval from a "
-                  "paired bootstrap over subjects.", "muted")
-    for key, comp in report["comparisons"].items():
-        if not comp.get("available"):
-            doc.paragraph(f"{key}: not available ({comp.get('reason')}).", "muted")
-            continue
-        a, b = comp["a"], comp["b"]
-        rows = [[LABELS[m], _ci_text(m, v[a], None), _ci_text(m, v[b], None), _ci_text(m, v["difference"], v["ci95"])]
-                for m, v in comp["metrics"].items()]
-        doc.table(["metric", a, b, "difference [95% CI]"], rows,
-                  caption=f"{a} vs {b}: {comp['n_images']} faces, {comp['n_subjects']} subjects; "
-                          f"{a} has the lower NME on {comp['student_better_share'] * 100:.1f}% of faces")
-
-
-def _profile(doc: HtmlDocument, models: dict) -> None:
-    doc.heading("Model size and latency")
-    rows = profile_rows({name: model.get("profile") for name, model in models.items()})
-    if rows:
-        doc.table(PROFILE_HEADER, rows, digits=2)
-    else:
-        doc.paragraph("No model_profile.json in this run folder.", "muted")
+def _comparison(doc: HtmlDocument, comp: dict) -> None:
+    a, b = comp["a"], comp["b"]
+    rows = [[LABELS[m], _ci_text(m, v[a], None), _ci_text(m, v[b], None), _ci_text(m, v["difference"], v["ci95"])]
+            for m, v in comp["metrics"].items()]
+    doc.table(["metric", a, b, "difference [95% CI]"], rows,
+              caption=f"{a} vs {b}: {comp['n_images']} faces, {comp['n_subjects']} subjects; "
+                      f"{a} has the lower NME on {comp['student_better_share'] * 100:.1f}% of faces")
 
 
 def render_report(report: dict, log: Sequence[dict], overlay_png: bytes | None) -> tuple[str, dict[str, bytes]]:
@@ -191,16 +176,14 @@ def render_report(report: dict, log: Sequence[dict], overlay_png: bytes | None) 
     pngs["overlays.png"] = overlay_png
     settings = report["settings"]
     doc = HtmlDocument(f"Facial landmark report: {report['run'].get('recipe') or report['run']['folder']}")
-    doc.paragraph(f"Run folder {report['run']['folder']}; {settings['n_boot']} subject bootstrap resamples "
-                  f"(seed {settings['seed']}); NME normalised by {settings['normaliser']}; failure threshold "
-                  f"{settings['threshold']}.", "muted")
-    doc.heading("How to read this report")
-    doc.bullets(HOW_TO_READ, "note")
-    if report["notes"]:
-        doc.bullets(report["notes"], "warn")
+    HtmlParts.preamble(doc, report, [f"Run folder {report['run']['folder']}; {settings['n_boot']} subject bootstrap "
+                                     f"resamples (seed {settings['seed']}); NME normalised by "
+                                     f"{settings['normaliser']}; failure threshold {settings['threshold']}."],
+                       HOW_TO_READ)
     _protocol(doc, report)
     _results(doc, report, pngs)
-    _comparisons(doc, report)
+    HtmlParts.comparisons(doc, report, "Difference = student minus the other model on the faces both predicted, 95% "
+                          "interval from a paired bootstrap over subjects.", _comparison)
     doc.heading("Cumulative error and per-landmark error")
     doc.figure(pngs["ced.png"], "CED: share of faces with NME up to x (pooled over folds)")
     doc.figure(pngs["per_landmark.png"], "Mean NME of each landmark (pooled)")
@@ -214,17 +197,7 @@ def render_report(report: dict, log: Sequence[dict], overlay_png: bytes | None) 
         doc.paragraph(f"No overlays: {overlays.get('reason') or 'the example images could not be read'}.", "muted")
     for problem in overlays.get("problems", []):
         doc.paragraph(problem, "muted")
-    doc.heading("Training curves")
-    drawn = [n for n in report["models"] if pngs.get(f"{safe_name(n)}_training.png")]
-    if drawn:
-        doc.paragraph("Training loss and inner-validation metrics per epoch, one line per fold; a star marks the SWA "
-                      "model's evaluation.", "muted")
-        for name in drawn:
-            doc.figure(pngs[f"{safe_name(name)}_training.png"], name)
-    else:
-        doc.paragraph("No log.jsonl records: training curves are not available.", "muted")
-    _profile(doc, report["models"])
-    doc.heading("Files")
-    doc.paragraph("report.json holds every number shown here; report/ holds per-fold, per-subset and per-landmark "
-                  "CSV tables and the plots as PNG files.", "muted")
+    HtmlParts.training_curves(doc, report["models"], pngs)
+    HtmlParts.profile(doc, report["models"])
+    HtmlParts.files(doc, "per-fold, per-subset and per-landmark")
     return doc.render(), {k: v for k, v in pngs.items() if v is not None}

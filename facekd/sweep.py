@@ -13,19 +13,6 @@ __all__ = ["adapter", "OBJECTIVES"]
 OBJECTIVES = {"nme": "minimize", "fr": "minimize", "auc": "maximize"}
 
 
-def _prepare(recipe, run):
-    from .data_prep import build_manifest, prepare_faces
-
-    records, _ = prepare_faces(recipe, run)
-    return records, build_manifest(recipe, records)
-
-
-def _train(role, recipe, records, ctx):
-    from .fold_training import train_role
-
-    return train_role(role, recipe, records, ctx)
-
-
 def _points(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = sorted(rows, key=lambda r: r["id"])
     n_points = sum(1 for k in rows[0] if k.startswith("x") and k[1:].isdigit())
@@ -61,26 +48,10 @@ def _fidelity(rows: list[dict], teacher_rows: dict[str, list[dict]], records) ->
     return out
 
 
-def _build_student(recipe, records):
-    from .fold_training import build_regressor, model_meta
-
-    return build_regressor(model_meta(recipe, "student", records[0].n_points, -1, ""))
-
-
-def _check_models(recipe) -> None:
-    from kdcore.models import check_model_choice
-
-    for role in ("tough", "tolerant", "student"):
-        cfg = getattr(recipe, role)
-        check_model_choice(cfg.model, cfg.weights, key=role, pretrained=cfg.pretrained)
-
-
 def adapter() -> SweepAdapter:
-    from .config import FaceRecipe
+    from kdcore.vertical import sweep_adapter
 
-    return SweepAdapter(
-        tool="facekd", schema=FaceRecipe, objectives=OBJECTIVES, teachers=("tough", "tolerant"),
-        trial_sections=("student", "baseline", "report", "runtime", "name"), prepare=_prepare, train=_train,
-        score=_score, fidelity=_fidelity, build_student=_build_student,
-        input_shape=lambda r: (3, r.data.image_size, r.data.image_size), check_models=_check_models,
-        n_folds=lambda r: 1 if r.data.evaluation == "official" else r.cv.folds)
+    from .config import FaceRecipe
+    from .vertical import FACES
+
+    return sweep_adapter(FACES, FaceRecipe, OBJECTIVES, _score, _fidelity)

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from kdcore.errors import ConfigError, DataError
+from kdcore.findings import AuditFindings
 from kdcore.images import ImageReadError, read_image
 
 from .data._scan import Scan
@@ -38,7 +39,7 @@ THUMB = 32  # thumbnail side for confirming perceptual-hash candidates
 
 
 @dataclass
-class AuditReport:
+class AuditReport(AuditFindings):
     """Counts and problems of one dataset; ``blocking`` problems make results untrustworthy.
 
     ``patients_per_class`` counts patients by diagnosis where the format records it (NEH ``Class``) and
@@ -57,14 +58,6 @@ class AuditReport:
     images_per_eye: dict[str, dict[str, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def blocking(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "blocking"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
 
     def kinds(self, severity: str | None = None) -> Counter:
         """How many problems of each kind (optionally of one severity)."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import json
 import sys
 from pathlib import Path
 
-from kdcore.cli import (add_config_command, add_export_command, add_predict_device_option, add_report_command,
-                        add_run_command, add_split_command, add_sweep_command, lazy, print_audit, run_main)
+from kdcore.cli import Command, VerticalCLI, print_audit, run_main, vertical_parser
 
 __all__ = ["main", "build_parser"]
 
@@ -23,8 +23,7 @@ def _hasher(salt: str | None, root: Path):
 
 def _split(recipe):
     from .data import load_oct_dataset
-    from .data_prep import resolve_data
-    from .pipeline import build_manifest
+    from .data_prep import build_manifest, resolve_data
 
     from .privacy import hash_ids_enabled, patient_hasher, privacy_key, pseudonymise
 
@@ -140,21 +139,7 @@ def _predict_volumes(args: argparse.Namespace, volume_inputs: list[Path]) -> int
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medkd", description=__doc__.strip(),
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    add_run_command(sub, "medkd", lazy("medkd.config", "OCTRecipe"), lazy("medkd.pipeline", "run_pipeline"),
-                    n_folds=lambda r: 1 if r.data.evaluation == "official_test" else r.cv.folds,
-                    help="train teacher, distilled student and no-KD baseline per patient-level fold, then report",
-                    example="medkd run pipelines/kd_oct_demo.yaml --out runs/demo")
-    add_config_command(sub, "medkd", lazy("medkd.config", "OCTRecipe"))
-    add_split_command(sub, lazy("medkd.config", "OCTRecipe"), _split, "patient")
-
-    p = sub.add_parser("audit", help="check a dataset: unreadable images, missing rows/files, duplicates, leaks",
-                       description="Exit status 1 when blocking problems are found.")
-    p.add_argument("data_root", type=Path)
-    p.add_argument("--format", required=True, choices=["neh", "oct2017", "manifest", "volumes"])
+def _audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subset", default="all", choices=["all", "worst_case"], help="NEH subset")
     p.add_argument("--mode", default="cv", choices=["cv", "official"],
                    help="official: train/test patient overlap is blocking")
@@ -163,34 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bscans", default="all", help="volumes: B-scans per volume (all, central, central_k:K, every:N)")
     p.add_argument("--labels", help="volumes: labels CSV relative to the data root (default: labels.csv if there; "
                                     "patient ids in the findings are hashed)")
-    p.add_argument("--out", type=Path, help="write the findings as JSON (NEH: pseudonymous ids, as in a run)")
-    p.add_argument("--raw-ids", action="store_true", help="keep raw patient ids and paths in the --out JSON")
-    p.set_defaults(handler=cmd_audit)
+    p.add_argument("--raw-ids", action="store_true", help="keep raw patient ids and paths in the --out JSON "
+                                                          "(NEH: pseudonymous ids by default, as in a run)")
 
-    p = sub.add_parser("synth", help="write a synthetic OCT dataset in the NEH layout")
-    p.add_argument("--out", type=Path, required=True)
+
+def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patients", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--height", type=int, default=496)
-    p.set_defaults(handler=cmd_synth)
 
-    add_report_command(sub, lazy("medkd.report", "build_report"))
-    add_sweep_command(sub, "medkd", lambda: lazy("medkd.sweep", "adapter")()(),
-                      example="medkd sweep pipelines/kd_oct_demo.yaml "
-                              "--space pipelines/spaces/kd_oct_demo.yaml --folds 0 --trials 8 --out runs/sweep")
-    add_export_command(sub, lazy("medkd.export", "export_run"), "onnx,torchscript,bundle",
-                       help="export a trained student (ONNX, TorchScript, MONAI bundle) with parity checks",
-                       schema_option=True)
 
-    p = sub.add_parser("predict", help="classify B-scans (images, or OCT volumes: DICOM OPT, vendor exports) with "
-                                       "an exported model; writes a CSV")
-    p.add_argument("model", type=Path, help="export folder, .onnx or .ts file")
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", type=Path, nargs="+", help="B-scan images, or volume files / folders of them")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"))
-    p.add_argument("--tta", action="store_true", help="average with the horizontal mirror")
-    p.add_argument("--backend", choices=["onnx", "onnx-int8", "torchscript", "torch"], default=None,
-                   help="runtime (default: the int8 ONNX model when the export has one, else model.onnx)")
     p.add_argument("--aggregate", choices=["max", "mean", "topk-mean"], default=None,
                    help="volumes: B-scan probabilities -> one row per volume (default: the recipe's, in the export)")
     p.add_argument("--topk", type=int, default=None, help="volumes: k of topk-mean (default: the export's, else 3)")
@@ -200,13 +170,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="volumes: write a DICOM Structured Report per source series into DIR")
     p.add_argument("--saliency", type=Path, default=None, metavar="DIR",
                    help="write a Grad-CAM overlay per classified B-scan into DIR (needs model.safetensors)")
-    add_predict_device_option(p)
-    p.set_defaults(handler=cmd_predict)
-    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser, argv)
+CLI = VerticalCLI(
+    tool="medkd", description=__doc__, group_name="patient", vertical="medkd.vertical:OCT",
+    schema="medkd.config:OCTRecipe",
+    run_help="train teacher, distilled student and no-KD baseline per patient-level fold, then report",
+    run_example="medkd run pipelines/kd_oct_demo.yaml --out runs/demo", split=_split,
+    audit_formats=["neh", "oct2017", "manifest", "volumes"],
+    audit=Command("check a dataset: unreadable images, missing rows/files, duplicates, leaks", cmd_audit,
+                  _audit_arguments),
+    synth=Command("write a synthetic OCT dataset in the NEH layout", cmd_synth, _synth_arguments),
+    predict=Command("classify B-scans (images, or OCT volumes: DICOM OPT, vendor exports) with an exported model; "
+                    "writes a CSV", cmd_predict, _predict_arguments),
+    predict_backends=["onnx", "onnx-int8", "torchscript", "torch"],
+    export_formats="onnx,torchscript,bundle",
+    export_help="export a trained student (ONNX, TorchScript, MONAI bundle; onnx-int8 on request) with parity checks",
+    export_schema_option=True,
+    sweep_example="medkd sweep pipelines/kd_oct_demo.yaml --space pipelines/spaces/kd_oct_demo.yaml --folds 0 "
+                  "--trials 8 --out runs/sweep")
+
+
+build_parser = partial(vertical_parser, CLI)
+main = partial(run_main, build_parser)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

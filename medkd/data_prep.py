@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from kdcore.cv import FoldManifest, make_fold_manifest, rename_groups
 from kdcore.engine import is_main_process
 from kdcore.errors import DataError
 from kdcore.experiment import resolve_data_root
@@ -14,7 +16,7 @@ from .config import OCTRecipe
 from .data import OCTDataset, load_oct_dataset
 from .privacy import Redactor, hash_ids_enabled, patient_hasher, privacy_key, pseudonymise
 
-__all__ = ["resolve_data", "prepare_dataset", "write_dataset_index", "volume_options"]
+__all__ = ["resolve_data", "prepare_dataset", "build_manifest", "write_dataset_index", "volume_options"]
 log = get_logger(__name__)
 
 
@@ -82,6 +84,44 @@ def prepare_dataset(recipe: OCTRecipe, run: RunDir) -> OCTDataset:
     log.info("data: %d images, %d patients, classes %s", len(dataset), len(set(dataset.patients)),
              dataset.class_counts())
     return dataset
+
+
+def build_manifest(recipe: OCTRecipe, dataset: OCTDataset) -> FoldManifest:
+    """Patient-level folds (or OCT2017's official split) for every model of the run.
+
+    With pseudonymous ids the split is made on the raw patient keys and renamed afterwards: the folds depend
+    on the data and the seed, never on the hashing key.
+    """
+    rename = {r.raw_patient: r.patient for r in dataset.records if r.raw_patient is not None}
+    if rename:
+        raw = replace(dataset, records=[replace(r, patient=r.raw_patient) for r in dataset.records])
+        return rename_groups(_build_manifest(recipe, raw), rename)
+    return _build_manifest(recipe, dataset)
+
+
+def _build_manifest(recipe: OCTRecipe, dataset: OCTDataset) -> FoldManifest:
+    seed = recipe.cv.seed if recipe.cv.seed is not None else recipe.seed
+    if recipe.data.evaluation == "official_test":
+        from .official import official_manifest
+
+        return official_manifest(dataset, recipe.cv.val_fraction, seed)
+    # Stratify by the patient's class where the format has one (NEH), else by the image label.
+    strata = [r.patient_class or r.label for r in dataset.records]
+    manifest = make_fold_manifest(dataset.patients, strata, recipe.cv.folds, recipe.cv.val_fraction, seed)
+    _check_training_classes(manifest, dataset)
+    return manifest
+
+
+def _check_training_classes(manifest: FoldManifest, dataset: OCTDataset) -> None:
+    """Every fold must train on every class, or its teacher and students could never predict the missing one."""
+    for split in manifest.folds:
+        train = set(split.train)
+        present = {r.label for r in dataset.records if r.patient in train}
+        missing = [c for c in dataset.classes if c not in present]
+        if missing:
+            raise DataError(f"fold {split.fold}: no training images of class(es) {missing} once the inner "
+                            f"validation patients are held out; use fewer folds (cv.folds) or a smaller "
+                            f"cv.val_fraction, or add patients")
 
 
 def write_dataset_index(run: RunDir, dataset: OCTDataset) -> None:

@@ -35,6 +35,7 @@ class BScanDataset(Dataset):
     def __init__(self, records: Sequence[OCTRecord], classes: Sequence[str], image_size: int,
                  pipeline: A.Compose | None = None, cache_decoded: bool = False):
         self.records = list(records)
+        self.classes = list(classes)
         self.class_index = {name: i for i, name in enumerate(classes)}
         unknown = {r.label for r in self.records} - set(self.class_index)
         if unknown:

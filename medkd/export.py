@@ -1,9 +1,7 @@
 """Export trained OCT students: ONNX, TorchScript and a MONAI bundle, verified, with a model card.
 
-Fold choice: ``folds=None`` exports the fold whose model has the best validation score (``best_score`` in
-its ``model.json``; lower is better for losses and errors, see :func:`kdcore.export.lower_is_better`);
-``folds="all"`` exports every trained fold; an int or a list exports those. One fold is written into
-``out_dir`` itself, several into ``out_dir/fold_<k>/``.
+The skeleton (fold choice, parity, int8, completion marker) is :mod:`kdcore.export.run_export`'s; this module
+declares what is OCT's: the sidecar contract, real B-scans for the checks, the MONAI bundle and the model card.
 
 Each export folder::
 
@@ -26,23 +24,22 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from kdcore.errors import KDError
-from kdcore.export import (ATOL, INT8_FILE, RTOL, export_int8, assert_no_absolute_paths, check_parity, compare_outputs, export_model,
-                           find_run_models, load_run_model, parse_formats, pick_items, read_run_file, report_means,
-                           run_data_root, run_items, run_source, RunModel, select_folds, SIDECAR_FORMAT,
-                           SIDECAR_VERSION, torch_runner, write_export_marker, write_parity)
+from kdcore.export import (ATOL, RTOL, check_parity, compare_outputs, pick_items, read_run_file, report_means,
+                           run_data_root, run_items, run_source, RunModel, SIDECAR_FORMAT, SIDECAR_VERSION,
+                           torch_runner, write_parity)
+from kdcore.export import run_export
+from kdcore.export.run_export import Exporter
 from kdcore.images import ImageReadError, read_image
 from kdcore.modelcard import (data_section, folds_section, latency_section, metrics_section, parity_section,
-                              render_model_card, source_section, write_model_card)
+                              render_model_card, source_section)
 from kdcore.seeding import derive_seed
 from medkd.data.volumes import read_frame
 from medkd.data_prep import item_files
 from medkd.preprocess import preprocess
 
-__all__ = ["export_run", "export_fold", "oct_contract", "parity_inputs", "FORMATS"]
+__all__ = ["export_run", "export_fold", "oct_contract", "parity_inputs", "OCTExporter", "OCT_EXPORTER", "FORMATS"]
 
 FORMATS = ("onnx", "torchscript", "bundle", "onnx-int8")
-INT8_CALIBRATION = 128   # training B-scans that calibrate the int8 activations
-INT8_HELD_OUT = 128      # test-patient B-scans that judge it against the float32 model
 PREFERRED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "f1_macro", "auc", "macro_auc", "sensitivity",
                      "specificity", "kappa")
 
@@ -161,47 +158,6 @@ def _card(entry: RunModel, contract: dict[str, Any], result: dict[str, Any], bun
     return render_model_card(f"Model card: OCT {entry.name} ({contract['arch']}), fold {entry.fold}", summary, sections)
 
 
-def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[str] | str = ("onnx", "torchscript"),
-                n_inputs: int = 8, schema: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Export one fold's model into ``out_dir`` (see :func:`export_run`)."""
-    formats = parse_formats(formats, FORMATS)
-    out_dir = Path(out_dir)
-    model = load_run_model(entry)
-    contract = oct_contract(entry)
-    inputs, files, kind, note = parity_inputs(entry, contract, n_inputs)
-    artefacts = {"onnx", "torchscript"} if "bundle" in formats else formats - {"bundle", "onnx-int8"}
-    if "onnx-int8" in formats:
-        artefacts.add("onnx")  # the float32 ONNX model is what is quantized, and the int8 model's reference
-    result = export_model(model, inputs, out_dir, contract, formats=artefacts, classification=True,
-                          inputs_kind=kind, note=note, weights=entry.weights)
-    bundle_note = ""
-    if "bundle" in formats:
-        result["bundle"] = _export_bundle(model, out_dir, result["contract"], inputs, files, schema)
-        bundle_note = result["bundle"]["note"]
-        result["parity"] = (read_run_file(out_dir, "parity.json") or {}).get("checks", result["parity"])
-    if "onnx-int8" in formats:
-        result["onnx_int8"] = _export_int8(entry, contract, out_dir)
-        result["latency"]["onnxruntime_int8"] = result["onnx_int8"]["latency"]["onnxruntime_int8"]
-        result["parity"] = (read_run_file(out_dir, "parity.json") or {}).get("checks", result["parity"])
-        result["files"].append(INT8_FILE)
-    write_model_card(out_dir / "MODEL_CARD.md", _card(entry, result["contract"], result, bundle_note))
-    result["files"].append("MODEL_CARD.md")
-    assert_no_absolute_paths(out_dir, extra=[p for p in (entry.run_dir.resolve(), run_data_root(entry.run_dir)) if p])
-    write_export_marker(out_dir)  # last: predict accepts the folder only now
-    result.pop("contract")
-    return {"fold": entry.fold, "out_dir": str(out_dir), "inputs": kind, "inputs_note": note, **result}
-
-
-def _export_int8(entry: RunModel, contract: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """``model.int8.onnx``: calibrated on the fold's training B-scans, gated on its test patients' B-scans."""
-    calibration, _, kind, why = parity_inputs(entry, contract, INT8_CALIBRATION, part="train")
-    held_out, _, held_kind, note = parity_inputs(entry, contract, INT8_HELD_OUT, part="test")
-    if kind != "real" or held_kind != "real":
-        raise KDError(f"{entry.run_dir}: onnx-int8 needs the run's own B-scans to calibrate and check the int8 "
-                      f"model ({why if kind != 'real' else note})")
-    return export_int8(out_dir, calibration, held_out, classification=True, note=note)
-
-
 def _export_bundle(model: Any, out_dir: Path, contract: dict[str, Any], inputs: np.ndarray, files: Sequence[Path],
                    schema: str | os.PathLike | None) -> dict[str, Any]:
     """Write and verify ``bundle/``; its TorchScript joins the parity checks, its preprocessing is compared."""
@@ -233,35 +189,40 @@ def _export_bundle(model: Any, out_dir: Path, contract: dict[str, Any], inputs: 
     return {"dir": "bundle", **verification, "note": note}
 
 
+class OCTExporter(Exporter):
+    formats = FORMATS
+    classification = True
+    extras = {"bundle": (_export_bundle, frozenset({"onnx", "torchscript"}))}
+
+    def contract(self, entry: RunModel) -> dict[str, Any]:
+        return oct_contract(entry)
+
+    def parity_inputs(self, entry: RunModel, contract: dict[str, Any], n: int = 8,
+                      part: str = "test") -> tuple[np.ndarray, list[Path], str, str]:
+        return parity_inputs(entry, contract, n, part)
+
+    def card(self, entry: RunModel, contract: dict[str, Any], result: dict[str, Any]) -> str:
+        return _card(entry, contract, result, (result.get("bundle") or {}).get("note", ""))
+
+
+OCT_EXPORTER = OCTExporter()
+
+
+def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[str] | str = ("onnx", "torchscript"),
+                n_inputs: int = 8, schema: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Export one fold's model into ``out_dir`` (see :func:`export_run`)."""
+    return run_export.export_fold(OCT_EXPORTER, entry, out_dir, formats, n_inputs, schema=schema)
+
+
 def export_run(run_dir: str | os.PathLike, folds: int | Sequence[int] | str | None = None,
                formats: Iterable[str] | str = ("onnx", "torchscript"), out_dir: str | os.PathLike | None = None,
                model: str = "student", n_inputs: int = 8, schema: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Export a run's trained model (default the student) with verified parity and a model card.
+    """Export a run's trained model (default the student); see :func:`kdcore.export.run_export.export_run`.
 
-    Args:
-        run_dir: the run folder (``config.yaml``, ``folds/fold_<k>/<model>/model.safetensors`` ...).
-        folds: None (the fold with the best validation score), ``"all"``, a fold number or a list of them.
-        formats: any of ``"onnx"``, ``"torchscript"``, ``"bundle"`` (a MONAI bundle; implies the other two),
-            ``"onnx-int8"`` (static int8 ``model.int8.onnx``, calibrated on the fold's training B-scans and kept
-            only when it keeps the float32 model's top-1 class on >= 99 % of the test patients' B-scans).
-        out_dir: default ``RUN/export/<model>``. One fold is written here, several into ``fold_<k>/``.
-        model: which model of the run (``student``, ``teacher``, ``baseline``...).
-        n_inputs: real B-scans used for the parity checks.
-        schema: a local copy of MONAI's metadata schema; when given, the bundle's metadata is validated.
-
-    Returns:
-        ``{"run", "model", "selected_by", "out_dir", "folds": [per-fold summaries with "parity" and "latency"]}``.
+    ``formats``: any of ``"onnx"``, ``"torchscript"``, ``"bundle"`` (a MONAI bundle; implies the other two),
+    ``"onnx-int8"`` (kept only when it keeps the float32 model's top-1 class on >= 99 % of the test patients'
+    B-scans). ``schema``: a local copy of MONAI's metadata schema; when given, the bundle's metadata is validated.
     """
-    parse_formats(formats, FORMATS)
     if schema is not None and not Path(schema).is_file():
         raise KDError(f"--schema {schema}: file not found (a local copy of MONAI's meta_schema_20240725.json)")
-    run_dir = Path(run_dir)
-    models = find_run_models(run_dir, model)
-    chosen = select_folds(models, folds)
-    out = Path(out_dir) if out_dir is not None else run_dir / "export" / model
-    results = []
-    for k in chosen:
-        target = out if len(chosen) == 1 else out / f"fold_{k}"
-        results.append(export_fold(models[k], target, formats, n_inputs, schema))
-    selected = ("best validation score" if folds is None else "all folds" if folds == "all" else "requested")
-    return {"run": run_dir.name, "model": model, "selected_by": selected, "out_dir": str(out), "folds": results}
+    return run_export.export_run(OCT_EXPORTER, run_dir, folds, formats, out_dir, model, n_inputs, schema=schema)

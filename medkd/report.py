@@ -17,38 +17,28 @@ from typing import Any
 import numpy as np
 
 from kdcore.errors import DataError
-from kdcore.fidelity import fidelity_html
-from kdcore.report import (audit_summary, bootstrap_samples, csv_text, difference_samples, json_safe,
-                           paired_bootstrap_samples, read_run, RunInputs, safe_name, summarize_samples, write_report)
-from kdcore.report.rundata import training_event_notes
+from kdcore.report import bootstrap_samples, csv_text, RunInputs, safe_name, summarize_samples
+from kdcore.report.template import (LEVEL, PooledPredictions, ReportTemplate, build_run_report,
+                                    paired_difference_samples)
 from kdcore.stats import fold_summary, mcnemar
 
 from .metrics import (CLASS_METRICS, ECE_BINS, MACRO_METRICS, classification_metrics, flat_metrics, reliability_bins,
                       roc_curves)
 from .report_html import render_report
 
-__all__ = ["build_report", "REPORT_METRICS", "MODEL_ORDER"]
+__all__ = ["build_report", "OCTReport", "REPORT_METRICS", "MODEL_ORDER"]
 
 MODEL_ORDER = ("teacher", "student", "baseline")
 REPORT_METRICS = MACRO_METRICS  # accuracy, sensitivity, specificity, precision, f1, auc, ece
-LEVEL = 0.95
 
 
 @dataclass
-class ModelPredictions:
-    """Pooled out-of-fold predictions of one model, sorted by image id."""
+class ModelPredictions(PooledPredictions):
+    """Pooled out-of-fold predictions of one classifier: patients, target indices, class probabilities."""
 
-    name: str
-    folds: list[int]
-    ids: np.ndarray
     patients: np.ndarray
-    fold_of: np.ndarray
     targets: np.ndarray
     probs: np.ndarray
-
-    def subset(self, mask: np.ndarray) -> "ModelPredictions":
-        return ModelPredictions(self.name, sorted(set(self.fold_of[mask].tolist())), self.ids[mask],
-                                self.patients[mask], self.fold_of[mask], self.targets[mask], self.probs[mask])
 
 
 def _target_index(value: str, classes: list[str], where: str) -> int:
@@ -87,9 +77,10 @@ def load_model_predictions(run: RunInputs, name: str, classes: list[str]) -> Mod
         raise DataError(f"{run.path}: model {name!r} predicts image {unique[counts > 1][0]!r} more than once "
                         "(in two folds, or twice in one predictions.csv)")
     order = np.argsort(ids_arr, kind="stable")
-    return ModelPredictions(name, list(run.models[name]), ids_arr[order], np.asarray(patients, dtype=str)[order],
-                            np.asarray(folds)[order], np.asarray(targets, dtype=np.int64)[order],
-                            np.asarray(probs, dtype=np.float64).reshape(len(ids), len(classes))[order])
+    return ModelPredictions(name=name, folds=list(run.models[name]), ids=ids_arr[order],
+                            fold_of=np.asarray(folds)[order], patients=np.asarray(patients, dtype=str)[order],
+                            targets=np.asarray(targets, dtype=np.int64)[order],
+                            probs=np.asarray(probs, dtype=np.float64).reshape(len(ids), len(classes))[order])
 
 
 def _metric_fn(data: ModelPredictions, classes: list[str]):
@@ -137,22 +128,15 @@ def _model_section(data: ModelPredictions, classes: list[str], missing: list[int
     return section, samples
 
 
-def _comparison(a: ModelPredictions, b: ModelPredictions, classes: list[str], samples: dict[str, list[dict]],
-                n_boot: int, seed: int) -> dict:
-    common = np.intersect1d(a.ids, b.ids)
-    if common.size == 0:
-        return {"a": a.name, "b": b.name, "available": False, "reason": "no image predicted by both models"}
-    sub_a, sub_b = a.subset(np.isin(a.ids, common)), b.subset(np.isin(b.ids, common))
+def _comparison(a: ModelPredictions, b: ModelPredictions, sub_a: ModelPredictions, sub_b: ModelPredictions,
+                classes: list[str], samples: dict[str, list[dict]], n_boot: int, seed: int) -> dict:
+    common = sub_a.ids
     if not np.array_equal(sub_a.patients, sub_b.patients) or not np.array_equal(sub_a.targets, sub_b.targets):
         raise DataError(f"{a.name} and {b.name} disagree on the patient or target of some images")
     estimate_a = flat_metrics(classification_metrics(sub_a.targets, sub_a.probs, classes))
     estimate_b = flat_metrics(classification_metrics(sub_b.targets, sub_b.probs, classes))
-    if len(common) == len(a.ids) == len(b.ids):
-        # Same rows, same patients, same seed: the per-model resamples already pair up.
-        diffs = difference_samples(samples[a.name], samples[b.name])
-    else:
-        _, diffs = paired_bootstrap_samples(_metric_fn(sub_a, classes), _metric_fn(sub_b, classes), len(common),
-                                            sub_a.patients, n_boot, seed)
+    diffs = paired_difference_samples(a, b, sub_a, sub_b, samples, lambda d: _metric_fn(d, classes), sub_a.patients,
+                                      n_boot, seed)
     intervals, undefined = summarize_samples(diffs, list(REPORT_METRICS), LEVEL)
     metrics = {}
     for metric in REPORT_METRICS:
@@ -180,17 +164,6 @@ def _classes(run: RunInputs) -> list[str]:
     return list(next(iter(distinct)))
 
 
-def _protocol(run: RunInputs) -> dict:
-    manifest = run.manifest
-    folds = [{"fold": f.fold, "train": len(f.train), "val": len(f.val), "test": len(f.test), "val_share": f.val_share,
-              "test_images": int(sum(f.class_counts.get("test", {}).values())) or None,
-              "class_counts": f.class_counts} for f in manifest.folds]
-    return {"n_folds": manifest.n_folds, "group_name": manifest.group_name, "patients": manifest.n_groups,
-            "images": manifest.n_items, "seed": manifest.seed, "val_fraction": manifest.val_fraction,
-            "manifest_sha": manifest.sha, "folds": folds, "audit": audit_summary(run.audit),
-            "incomplete": run.incomplete}
-
-
 def _student_objective(config: dict) -> dict | None:
     """The student's resolved objective as config.yaml records it (temperature, weights, warm-up, loss)."""
     student = config.get("student") or {}
@@ -198,12 +171,42 @@ def _student_objective(config: dict) -> dict | None:
     return {k: student.get(k) for k in keys} if "kd_loss" in student else None
 
 
-def _n_boot(run: RunInputs, n_boot: int | None) -> int:
-    if n_boot is None:
-        n_boot = (run.config.get("report") or {}).get("bootstrap", 1000)
-    if not isinstance(n_boot, int) or n_boot < 0:
-        raise DataError(f"{run.path}: report.bootstrap must be a non-negative integer, got {n_boot!r}")
-    return n_boot
+class OCTReport(ReportTemplate):
+    model_order, unit, item, compared, class_counts = MODEL_ORDER, "patient", "image", ("teacher", "baseline"), True
+
+    def context(self, run: RunInputs) -> dict[str, Any]:
+        return {"classes": _classes(run)}
+
+    def settings(self, run: RunInputs, context: dict[str, Any]) -> dict[str, Any]:
+        return {"ece_bins": ECE_BINS, "prediction": "argmax of the class probabilities",
+                "student_objective": _student_objective(run.config)}
+
+    def load(self, run: RunInputs, name: str, context: dict[str, Any]) -> ModelPredictions:
+        return load_model_predictions(run, name, context["classes"])
+
+    def model_section(self, data: ModelPredictions, context: dict[str, Any], missing: list[int], n_boot: int,
+                      seed: int) -> tuple[dict, list[dict]]:
+        return _model_section(data, context["classes"], missing, n_boot, seed)
+
+    def comparison(self, a: ModelPredictions, b: ModelPredictions, sub_a: ModelPredictions, sub_b: ModelPredictions,
+                   context: dict[str, Any], samples: dict[str, list[dict]], n_boot: int, seed: int) -> dict:
+        return _comparison(a, b, sub_a, sub_b, context["classes"], samples, n_boot, seed)
+
+    def extra_sections(self, run: RunInputs, data: dict[str, ModelPredictions], context: dict[str, Any],
+                       report: dict[str, Any], n_boot: int, seed: int) -> None:
+        from .fidelity_report import fidelity_section
+
+        report["fidelity"] = fidelity_section(data, context["classes"], report, run.config, n_boot, seed)
+
+    def render(self, run: RunInputs, report: dict[str, Any], data: dict[str, ModelPredictions],
+               context: dict[str, Any]) -> tuple[str, dict[str, bytes]]:
+        from .report_saliency import saliency_gallery
+
+        curves = {name: roc_curves(d.targets, d.probs, context["classes"]) for name, d in data.items()}
+        return render_report(report, curves, run.log, saliency=saliency_gallery(run.path))
+
+    def csv_files(self, report: dict[str, Any]) -> dict[str, str]:
+        return _csv_files(report)
 
 
 def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: int = 0) -> dict:
@@ -242,45 +245,7 @@ def build_report(run_dir: str | os.PathLike, n_boot: int | None = None, seed: in
         ``<metric>`` is accuracy, sensitivity, specificity, precision, f1, auc, ece (macro over classes);
         undefined values are null.
     """
-    run = read_run(run_dir, MODEL_ORDER)
-    if not run.models:
-        raise DataError(f"{run.path}: no completed model (no folds/fold_<k>/<model>/done.json); nothing to report")
-    n_boot = _n_boot(run, n_boot)
-    classes = _classes(run)
-    data = {name: load_model_predictions(run, name, classes) for name in run.models}
-    report: dict[str, Any] = {
-        "run": {"recipe": run.config.get("name"), "folder": run.path.name},
-        "settings": {"n_boot": n_boot, "seed": seed, "level": LEVEL, "unit": "patient", "ece_bins": ECE_BINS,
-                     "prediction": "argmax of the class probabilities",
-                     "student_objective": _student_objective(run.config)},
-        "classes": classes, "protocol": _protocol(run), "models": {}, "comparisons": {}, "notes": [],
-    }
-    samples = {}
-    for name, predictions in data.items():
-        missing = run.missing_folds(name)
-        report["models"][name], samples[name] = _model_section(predictions, classes, missing, n_boot, seed)
-        report["models"][name]["profile"] = (run.profile or {}).get(name)
-    report["notes"] += run.coverage_notes(list(dict.fromkeys([*MODEL_ORDER, *data])))
-    report["notes"] += training_event_notes(run.log)
-    if "student" in data:
-        for other in [n for n in data if n != "student"]:
-            report["comparisons"][f"student_vs_{other}"] = _comparison(data["student"], data[other], classes, samples,
-                                                                      n_boot, seed)
-    for other in ("teacher", "baseline"):
-        key = f"student_vs_{other}"
-        report["comparisons"].setdefault(key, {"a": "student", "b": other, "available": False,
-                                               "reason": "a model of the pair has no completed fold"})
-    from .fidelity_report import fidelity_section
-
-    report["fidelity"] = fidelity_section(data, classes, report, run.config, n_boot, seed)
-    report = json_safe(report)
-    curves = {name: roc_curves(d.targets, d.probs, classes) for name, d in data.items()}
-    from .report_saliency import saliency_gallery
-
-    html, pngs = render_report(report, curves, run.log, saliency=saliency_gallery(run.path))
-    html = html.replace("</body>", fidelity_html(report["fidelity"]) + "\n</body>")
-    write_report(run.path, report, html, {**_csv_files(report), **pngs})
-    return report
+    return build_run_report(OCTReport(), run_dir, n_boot, seed)
 
 
 def _csv_files(report: dict) -> dict[str, str]:

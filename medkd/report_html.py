@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from kdcore.report import (PROFILE_HEADER, HtmlDocument, audit_section, bar_plot, figure_png, fmt, fmt_ci,
-                           fmt_mean_std, heatmap, line_plot, new_figure, profile_rows, safe_name, training_curves)
+from kdcore.report.template import HtmlParts
+from kdcore.report import (HtmlDocument, audit_section, bar_plot, figure_png, fmt, fmt_ci,
+                           fmt_mean_std, heatmap, line_plot, new_figure, safe_name, training_curves)
 
 from .metrics import CLASS_METRICS
 
@@ -119,23 +120,15 @@ def _results(doc: HtmlDocument, report: dict, pngs: dict) -> None:
                   caption=f"{name}: one-vs-rest, pooled [95% CI]")
 
 
-def _comparisons(doc: HtmlDocument, report: dict) -> None:
-    doc.heading("Paired comparisons")
-    doc.paragraph("Difference = student minus the other model, on the images both predicted, with a 95% interval "
-                  "from a paired bootstrap over patients (both models see the same resampled patients). For ECE a "
-                  "negative difference favours the student.", "muted")
-    for key, comp in report["comparisons"].items():
-        if not comp.get("available"):
-            doc.paragraph(f"{key}: not available ({comp.get('reason')}).", "muted")
-            continue
-        a, b = comp["a"], comp["b"]
-        rows = [[LABELS[m], v[a], v[b], fmt_ci(v["difference"], v["ci95"])] for m, v in comp["metrics"].items()]
-        caption = f"{a} vs {b}: {comp['n_images']} images, {comp['n_patients']} patients, folds {comp['folds']}"
-        doc.table(["metric", a, b, "difference [95% CI]"], rows, caption=caption)
-        test = comp["mcnemar"]
-        doc.paragraph(f"McNemar (per-image correctness): {test['only_a_correct']} images only {a} got right, "
-                      f"{test['only_b_correct']} only {b}; exact two-sided p = {fmt(test['p_value'], 4)} "
-                      "(optimistic: images of a patient are not independent).")
+def _comparison(doc: HtmlDocument, comp: dict) -> None:
+    a, b = comp["a"], comp["b"]
+    rows = [[LABELS[m], v[a], v[b], fmt_ci(v["difference"], v["ci95"])] for m, v in comp["metrics"].items()]
+    caption = f"{a} vs {b}: {comp['n_images']} images, {comp['n_patients']} patients, folds {comp['folds']}"
+    doc.table(["metric", a, b, "difference [95% CI]"], rows, caption=caption)
+    test = comp["mcnemar"]
+    doc.paragraph(f"McNemar (per-image correctness): {test['only_a_correct']} images only {a} got right, "
+                  f"{test['only_b_correct']} only {b}; exact two-sided p = {fmt(test['p_value'], 4)} "
+                  "(optimistic: images of a patient are not independent).")
 
 
 def _saliency(doc: HtmlDocument, saliency: dict, pngs: dict) -> None:
@@ -161,22 +154,21 @@ def render_report(report: dict, curves: dict[str, dict], log: Sequence[dict],
     title = f"OCT classification report: {report['run'].get('recipe') or report['run']['folder']}"
     doc = HtmlDocument(title)
     settings = report["settings"]
-    doc.paragraph(f"Run folder {report['run']['folder']}; classes {', '.join(report['classes'])}; "
-                  f"{settings['n_boot']} patient bootstrap resamples (seed {settings['seed']}); "
-                  f"ECE with {settings['ece_bins']} bins; predictions are the {settings['prediction']}.", "muted")
+    lines = [f"Run folder {report['run']['folder']}; classes {', '.join(report['classes'])}; "
+             f"{settings['n_boot']} patient bootstrap resamples (seed {settings['seed']}); "
+             f"ECE with {settings['ece_bins']} bins; predictions are the {settings['prediction']}."]
     objective = settings.get("student_objective")
     if objective:
         params = ", ".join(f"{k}={v}" for k, v in (objective.get("kd_loss_params") or {}).items())
-        doc.paragraph(f"Student objective: {objective['ce_weight']} x CE + {objective['kd_weight']} x "
-                      f"{objective['kd_loss']} (T={objective['temperature']}{', ' + params if params else ''}), "
-                      f"distillation weight ramped over {objective['kd_warmup_epochs']} epoch(s).", "muted")
-    doc.heading("How to read this report")
-    doc.bullets(HOW_TO_READ, "note")
-    if report["notes"]:
-        doc.bullets(report["notes"], "warn")
+        lines.append(f"Student objective: {objective['ce_weight']} x CE + {objective['kd_weight']} x "
+                     f"{objective['kd_loss']} (T={objective['temperature']}{', ' + params if params else ''}), "
+                     f"distillation weight ramped over {objective['kd_warmup_epochs']} epoch(s).")
+    HtmlParts.preamble(doc, report, lines, HOW_TO_READ)
     _protocol(doc, report)
     _results(doc, report, pngs)
-    _comparisons(doc, report)
+    HtmlParts.comparisons(doc, report, "Difference = student minus the other model, on the images both predicted, "
+                          "with a 95% interval from a paired bootstrap over patients (both models see the same "
+                          "resampled patients). For ECE a negative difference favours the student.", _comparison)
     models = report["models"]
     doc.heading("Confusion matrices")
     doc.paragraph("Rows are the true class, columns the predicted class; counts pooled over the test folds, "
@@ -191,24 +183,9 @@ def render_report(report: dict, curves: dict[str, dict], log: Sequence[dict],
                   "accuracy. Bars below the line mean over-confidence.", "muted")
     for name in models:
         doc.figure(pngs.get(f"{safe_name(name)}_reliability.png"), name)
-    doc.heading("Training curves")
-    drawn = [name for name in models if pngs.get(f"{safe_name(name)}_training.png")]
-    if drawn:
-        doc.paragraph("Training loss and inner-validation metrics per epoch, one line per fold; a star marks the "
-                      "evaluation of the SWA-averaged model.", "muted")
-        for name in drawn:
-            doc.figure(pngs[f"{safe_name(name)}_training.png"], name)
-    else:
-        doc.paragraph("No log.jsonl records: training curves are not available.", "muted")
+    HtmlParts.training_curves(doc, models, pngs)
     if saliency is not None:
         _saliency(doc, saliency, pngs)
-    doc.heading("Model size and latency")
-    rows = profile_rows({name: model.get("profile") for name, model in models.items()})
-    if rows:
-        doc.table(PROFILE_HEADER, rows, digits=2)
-    else:
-        doc.paragraph("No model_profile.json in this run folder.", "muted")
-    doc.heading("Files")
-    doc.paragraph("report.json holds every number shown here; report/ holds per-fold and per-class CSV tables "
-                  "and the plots as PNG files.", "muted")
+    HtmlParts.profile(doc, models)
+    HtmlParts.files(doc, "per-fold and per-class")
     return doc.render(), {k: v for k, v in pngs.items() if v is not None}

@@ -15,20 +15,6 @@ OBJECTIVES = {"accuracy": "maximize", "balanced_accuracy": "maximize", "auc": "m
               "ece": "minimize"}
 
 
-def _prepare(recipe, run):
-    from .data_prep import prepare_dataset
-    from .pipeline import build_manifest
-
-    dataset = prepare_dataset(recipe, run)
-    return dataset, build_manifest(recipe, dataset)
-
-
-def _train(role, recipe, dataset, ctx):
-    from .fold_training import train_role
-
-    return train_role(role, recipe, dataset, ctx)
-
-
 def _arrays(rows: list[dict], classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = sorted(rows, key=lambda r: r["id"])
     ids = np.asarray([r["id"] for r in rows])
@@ -59,25 +45,10 @@ def _fidelity(rows: list[dict], teacher_rows: dict[str, list[dict]], dataset) ->
             "student_right_teacher_wrong": f["student_right_teacher_wrong"]["count"]}
 
 
-def _build_student(recipe, dataset):
-    from .fold_training import build_classifier, model_meta
-
-    return build_classifier(model_meta(recipe, "student", dataset.classes, -1, ""))
-
-
-def _check_models(recipe) -> None:
-    from kdcore.models import check_model_choice
-
-    for role, cfg in (("teacher", recipe.teacher), ("student", recipe.student)):
-        check_model_choice(cfg.model, cfg.weights, key=role, pretrained=cfg.pretrained)
-
-
 def adapter() -> SweepAdapter:
-    from .config import OCTRecipe
+    from kdcore.vertical import sweep_adapter
 
-    return SweepAdapter(
-        tool="medkd", schema=OCTRecipe, objectives=OBJECTIVES, teachers=("teacher",),
-        trial_sections=("student", "baseline", "report", "runtime", "name"), prepare=_prepare, train=_train,
-        score=_score, fidelity=_fidelity, build_student=_build_student,
-        input_shape=lambda r: (1, r.data.image_size, r.data.image_size), check_models=_check_models,
-        n_folds=lambda r: 1 if r.data.evaluation == "official_test" else r.cv.folds)
+    from .config import OCTRecipe
+    from .vertical import OCT
+
+    return sweep_adapter(OCT, OCTRecipe, OBJECTIVES, _score, _fidelity)

@@ -298,12 +298,12 @@ def trained_teacher(tmp_path) -> Path:
 def test_teacher_checkpoint_from_another_fold_or_architecture(tmp_path, wrong):
     from kdcore.errors import CheckpointError
     from kdcore.teacher import FrozenTeacher
-    from medkd.fold_training import build_classifier
+    from kdcore.models import build_model
 
     path = trained_teacher(tmp_path)
     expected = {"arch": "test_efficientnet", "role": "teacher", "fold": 1, "manifest": "abc", **wrong}
     with pytest.raises(CheckpointError, match=r"model\.safetensors: belongs to another model or fold"):
-        FrozenTeacher.from_weights(path, build_classifier, expected)
+        FrozenTeacher.from_weights(path, build_model, expected)
 
 
 def test_checkpoint_with_code_is_refused_not_run(tmp_path):

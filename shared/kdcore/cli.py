@@ -1,7 +1,9 @@
-"""Command-line plumbing shared by the ``medkd`` and ``facekd`` console scripts.
+"""The command line of every vertical: :func:`vertical_parser` builds ``run``, ``config``, ``split``, ``report``,
+``export``, ``sweep``, ``audit``, ``synth`` and ``predict`` from what a vertical declares (:class:`VerticalCLI`).
 
-The verticals add their own commands (audit, synth, predict); ``run``, ``split``, ``report`` and ``export``
-are the same shape in both and are built here from the vertical's functions.
+``run``, ``config``, ``split``, ``report``, ``export`` and ``sweep`` are the same for every vertical; ``audit``,
+``synth`` and ``predict`` share their common arguments here and take the vertical's own through a
+:class:`Command`.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import KDError
 
-__all__ = ["add_run_command", "add_config_command", "add_split_command", "add_report_command", "add_export_command",
+__all__ = ["Command", "VerticalCLI", "vertical_parser", "lazy", "print_audit", "add_run_command", "add_config_command", "add_split_command", "add_report_command", "add_export_command",
            "check_resume", "run_main", "recipe_overrides", "decide_run_folder", "add_predict_device_option",
            "add_sweep_command"]
 
@@ -183,11 +186,11 @@ def add_report_command(sub: Any, build_report: Callable[[], Callable]) -> None:
         if args.merge:
             copied = merge_runs(args.run_dir, args.merge)
             print(f"merged {len(copied)} fold model(s) into {args.run_dir}")
-        from .report.rundata import is_coverage_note
+        from .rundir import Coverage
 
         report = build_report()(args.run_dir, n_boot=args.bootstrap, seed=args.seed)
         # A report over some folds is useful while fold jobs run, but must not pass for the whole run.
-        for note in filter(is_coverage_note, report.get("notes", [])):
+        for note in Coverage(report.get("coverage") or {}).notes():
             print(f"warning: partial report: {note}", file=sys.stderr)
         print(f"report: {Path(args.run_dir) / 'report.html'}")
         return 0
@@ -308,3 +311,91 @@ def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence
         print("interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+@dataclass
+class Command:
+    """A vertical's own part of ``audit``, ``synth`` or ``predict``: its help, extra arguments and handler."""
+
+    help: str
+    handler: Callable[[argparse.Namespace], int]
+    arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    description: str | None = None
+
+
+@dataclass
+class VerticalCLI:
+    """What a vertical's console script declares; :func:`vertical_parser` builds the commands from it.
+
+    ``vertical`` and ``schema`` are ``"module:NAME"`` strings, imported on first use so ``--help`` stays fast.
+    """
+
+    tool: str
+    description: str
+    group_name: str
+    vertical: str
+    schema: str
+    run_help: str
+    run_example: str
+    split: Callable[[Any], Any]
+    audit_formats: Sequence[str]
+    audit: Command
+    synth: Command
+    predict: Command
+    predict_backends: Sequence[str]
+    export_formats: str
+    export_help: str
+    sweep_example: str
+    export_schema_option: bool = False
+
+
+def _load(spec: str) -> Callable[[], Any]:
+    module, name = spec.split(":")
+    return lazy(module, name)
+
+
+def vertical_parser(cli: VerticalCLI) -> argparse.ArgumentParser:
+    """The argument parser of a vertical's console script (``medkd``, ``facekd``)."""
+    parser = argparse.ArgumentParser(prog=cli.tool, description=cli.description.strip(),
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    vertical, schema = _load(cli.vertical), _load(cli.schema)
+
+    def run_pipeline(recipe: Any, out: Path, **options: Any) -> Any:
+        from .vertical import run_pipeline as run
+
+        return run(vertical(), recipe, out, **options)
+
+    add_run_command(sub, cli.tool, schema, lambda: run_pipeline, n_folds=lambda recipe: vertical().n_folds(recipe),
+                    help=cli.run_help, example=cli.run_example)
+    add_config_command(sub, cli.tool, schema)
+    add_split_command(sub, schema, cli.split, cli.group_name)
+
+    p = sub.add_parser("audit", help=cli.audit.help,
+                       description=cli.audit.description or "Exit status 1 when blocking problems are found.")
+    p.add_argument("data_root", type=Path)
+    p.add_argument("--format", required=True, choices=list(cli.audit_formats))
+    cli.audit.arguments(p)
+    p.add_argument("--out", type=Path, help="write the findings as JSON")
+    p.set_defaults(handler=cli.audit.handler)
+
+    p = sub.add_parser("synth", help=cli.synth.help)
+    p.add_argument("--out", type=Path, required=True)
+    cli.synth.arguments(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cli.synth.handler)
+
+    add_report_command(sub, lambda: vertical().build_report)
+    add_sweep_command(sub, cli.tool, lambda: _load(f"{cli.tool}.sweep:adapter")()(), example=cli.sweep_example)
+    add_export_command(sub, _load(f"{cli.tool}.export:export_run"), cli.export_formats, help=cli.export_help,
+                       schema_option=cli.export_schema_option)
+
+    p = sub.add_parser("predict", help=cli.predict.help)
+    p.add_argument("model", type=Path, help="export folder, .onnx or .ts file")
+    cli.predict.arguments(p)
+    p.add_argument("--tta", action="store_true", help="average with the horizontally mirrored input")
+    p.add_argument("--backend", choices=list(cli.predict_backends), default=None,
+                   help="runtime (default: the int8 ONNX model when the export has one, else model.onnx)")
+    add_predict_device_option(p)
+    p.set_defaults(handler=cli.predict.handler)
+    return parser

@@ -13,8 +13,9 @@ import difflib
 import os
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import timm
 import torch
@@ -22,8 +23,66 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["create_model", "check_model_choice", "split_head_backbone", "count_parameters", "count_flops",
-           "measure_latency", "model_input_config"]
+__all__ = ["ModelMeta", "build_model", "create_model", "check_model_choice", "split_head_backbone",
+           "count_parameters", "count_flops", "measure_latency"]
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What rebuilds a trained model: written as its ``model.json`` and read back by teachers, exports and
+    predictors. ``extra`` holds what a vertical adds (class names, landmark scheme) and stays in the file.
+
+    Example:
+        >>> meta = ModelMeta("test_efficientnet", num_outputs=3, in_chans=1, task="classification", role="student",
+        ...                  extra={"classes": ["a", "b", "c"]})
+        >>> ModelMeta.from_dict(meta.to_dict()) == meta
+        True
+        >>> build_model(meta).get_classifier().out_features
+        3
+    """
+
+    arch: str
+    num_outputs: int
+    in_chans: int = 3
+    task: str = ""
+    role: str = ""
+    fold: int = -1
+    manifest: str = ""
+    recipe: str = ""
+    input: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    IDENTITY = ("arch", "role", "fold", "manifest", "num_outputs", "in_chans")
+    _FIELDS = ("arch", "role", "fold", "manifest", "task", "num_outputs", "in_chans", "recipe", "input")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``model.json`` layout: the fields, the vertical's extras, then recipe and input."""
+        head = {"arch": self.arch, "role": self.role, "fold": self.fold, "manifest": self.manifest,
+                "task": self.task, "num_outputs": self.num_outputs, "in_chans": self.in_chans}
+        return {**head, **dict(self.extra), "recipe": self.recipe, "input": dict(self.input)}
+
+    def identity(self) -> dict[str, Any]:
+        """The keys a loaded teacher must match (another fold, split or architecture is refused)."""
+        return {k: self.to_dict()[k] for k in self.IDENTITY}
+
+    @classmethod
+    def from_dict(cls, meta: Mapping[str, Any]) -> "ModelMeta":
+        """From a ``model.json`` mapping; keys beyond the fields (training results, extras) go to ``extra``."""
+        missing = [k for k in ("arch", "num_outputs") if k not in meta]
+        if missing:
+            raise ConfigError(f"model metadata lacks {missing}")
+        known = {k: meta[k] for k in cls._FIELDS if k in meta}
+        known["num_outputs"], known["in_chans"] = int(meta["num_outputs"]), int(meta.get("in_chans", 3))
+        return cls(**known, extra={k: v for k, v in meta.items() if k not in cls._FIELDS})
+
+
+def build_model(meta: ModelMeta | Mapping[str, Any], pretrained: bool = False, weights: str | os.PathLike | None = None,
+                drop_path: float | None = None, dropout: float | None = None) -> nn.Module:
+    """The untrained network ``meta`` describes (the one function that turns a model's metadata into a model)."""
+    if not isinstance(meta, ModelMeta):
+        meta = ModelMeta.from_dict(meta)
+    return create_model(meta.arch, num_outputs=meta.num_outputs, pretrained=pretrained, weights=weights,
+                        drop_path_rate=drop_path, in_chans=meta.in_chans, drop_rate=dropout)
 
 
 def create_model(
@@ -123,13 +182,6 @@ def _fetch_pretrained(name: str, prefix: str) -> None:
         raise ConfigError(f"{prefix}pretrained: cannot fetch timm's pretrained weights for {name!r} from the "
                           f"Hugging Face hub ({repo}): {type(exc).__name__}; on an offline machine set "
                           f"{prefix}weights to a local file, or {prefix}pretrained: false") from None
-
-
-def model_input_config(model: nn.Module) -> dict[str, Any]:
-    """timm's preprocessing contract: input size, mean, std, interpolation."""
-    cfg = timm.data.resolve_data_config({}, model=model)
-    return {"input_size": list(cfg["input_size"]), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
-            "interpolation": cfg["interpolation"]}
 
 
 def split_head_backbone(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -1,12 +1,18 @@
-"""Run directories: resolved config, environment, seed, metric streams and atomic result files.
+"""The run folder and its contract: one owner for where a run's files are and what "finished" means.
 
-Layout::
+Layout (docs/run-directory.md)::
 
     RUN/config.yaml        resolved recipe (after overrides)
     RUN/environment.json   python and package versions, git commit, seed, command line, machine
+    RUN/folds.json         the fold manifest (written once)
+    RUN/folds/fold_<k>/<model>/   model.safetensors + model.json, predictions.csv, last.pt while training
+    RUN/folds/fold_<k>/<model>/done.json   written last: this model of this fold is finished
     RUN/log.jsonl          one JSON record per logged event (epochs, evaluations)
     RUN/metrics.csv        the same numbers in long format: model,fold,epoch,split,name,value
     RUN/run.log            the Python log
+
+A model of a fold is finished when, and only when, its ``done.json`` exists: the runner skips it, the report
+reads it, export accepts it. Everything that asks goes through :class:`RunDir`.
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ from typing import Any
 import yaml
 
 from .atomic import atomic_write_json, atomic_write_text
-from .errors import ConfigError, KDError
+from .errors import ConfigError, DataError, KDError
 
-__all__ = ["RunDir", "environment_info", "default_run_dir", "lock_run_folder", "release_run_folder",
+__all__ = ["RunDir", "Coverage", "DONE_MARKER", "environment_info", "default_run_dir", "lock_run_folder", "release_run_folder",
            "remove_orphan_temporaries", "LOCK_NAME"]
 
 LOCK_NAME = ".run.lock"
+DONE_MARKER = "done.json"
+WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_FILE = "last.pt"
 _held_locks: dict[str, int] = {}  # resolved run folder -> open descriptor holding its flock
 
 
@@ -156,12 +165,124 @@ def environment_info(seed: int | None = None) -> dict[str, Any]:
     return info
 
 
+class Coverage(dict):
+    """``model -> {"done": [folds], "missing": [folds], "incomplete": [folds]}`` for the models a run expects:
+    which folds a report covers, as data (``incomplete``: a folder without ``done.json``, running or killed)."""
+
+    @property
+    def partial(self) -> dict[str, dict[str, list[int]]]:
+        """The models not finished on every fold."""
+        return {name: entry for name, entry in self.items() if entry["missing"]}
+
+    def notes(self) -> list[str]:
+        """One readable line per model that is missing folds."""
+        lines = []
+        for name, entry in self.partial.items():
+            if not entry["done"]:
+                lines.append(f"{name}: no completed fold in this run")
+            else:
+                lines.append(f"{name}: fold(s) {entry['missing']} not completed; results cover fold(s) "
+                             f"{entry['done']}")
+        return lines
+
+
 class RunDir:
-    """A run's output folder. Create with :meth:`create`; reopen an existing one with ``RunDir(path)``."""
+    """A run's output folder. Create with :meth:`create`; reopen an existing one with ``RunDir(path)``.
+
+    Example:
+        >>> import tempfile
+        >>> run = RunDir(tempfile.mkdtemp())
+        >>> run.model_dir("student", 0).relative_to(run.path).as_posix()
+        'folds/fold_0/student'
+        >>> run.is_finished("student", 0)
+        False
+        >>> _ = run.finish_model("student", 0, {"manifest": "abc"})
+        >>> run.finished_folds("student", [0, 1]), run.coverage(["student"], [0, 1]).partial["student"]["missing"]
+        ([0], [1])
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ models of folds
+
+    def model_dir(self, model: str, fold: int) -> Path:
+        return self.path / "folds" / f"fold_{fold}" / model
+
+    def weights(self, model: str, fold: int) -> Path:
+        return self.model_dir(model, fold) / WEIGHTS_FILE
+
+    def done_record(self, model: str, fold: int) -> dict[str, Any] | None:
+        """The ``done.json`` of a finished model (None while it is not finished)."""
+        marker = self.model_dir(model, fold) / DONE_MARKER
+        if not marker.is_file():
+            return None
+        try:
+            record = json.loads(marker.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise KDError(f"{marker}: not valid JSON ({exc}); delete the fold's folder and --resume") from None
+        return record if isinstance(record, dict) else {}
+
+    def is_finished(self, model: str, fold: int, manifest_sha: str | None = None) -> bool:
+        """Whether ``model`` of ``fold`` is finished; with ``manifest_sha``, one trained on another manifest is
+        an error (this folder would mix two runs)."""
+        record = self.done_record(model, fold)
+        if record is None:
+            return False
+        if manifest_sha is not None and record.get("manifest") not in (None, manifest_sha):
+            raise DataError(f"{self.model_dir(model, fold) / DONE_MARKER}: trained on another fold manifest "
+                          f"({record.get('manifest')} vs {manifest_sha}); this folder mixes two runs: use a new --out")
+        return True
+
+    def finish_model(self, model: str, fold: int, record: dict[str, Any]) -> Path:
+        """Mark ``model`` of ``fold`` finished: written last, after its weights and predictions."""
+        marker = self.model_dir(model, fold) / DONE_MARKER
+        atomic_write_json(marker, record)
+        return marker
+
+    def finished_folds(self, model: str, folds: Any) -> list[int]:
+        return [k for k in folds if self.is_finished(model, k)]
+
+    def folds_on_disk(self) -> list[int]:
+        """Fold numbers with a ``folds/fold_<k>`` folder (a run may hold only some folds of its manifest)."""
+        found = []
+        for folder in (self.path / "folds").glob("fold_*"):
+            number = folder.name.split("_", 1)[1]
+            if folder.is_dir() and number.isdigit():
+                found.append(int(number))
+        return sorted(found)
+
+    def models_on_disk(self, folds: Any, manifest_sha: str | None = None) -> tuple[dict[str, list[int]],
+                                                                                     dict[str, list[int]]]:
+        """``(finished, unfinished)``: model name -> folds, over every model folder of ``folds``."""
+        finished: dict[str, list[int]] = {}
+        unfinished: dict[str, list[int]] = {}
+        for fold in folds:
+            fold_dir = self.path / "folds" / f"fold_{fold}"
+            if not fold_dir.is_dir():
+                continue
+            for model_dir in sorted(p for p in fold_dir.iterdir() if p.is_dir()):
+                name = model_dir.name
+                if name.startswith(".") or name.endswith(".merging") or name == "teacher_cache":
+                    continue
+                done = self.is_finished(name, fold, manifest_sha)
+                (finished if done else unfinished).setdefault(name, []).append(fold)
+        return finished, unfinished
+
+    def coverage(self, models: Any, folds: Any) -> Coverage:
+        """Which of ``folds`` each of ``models`` has finished, missing, or left unfinished."""
+        folds = list(folds)
+        result = Coverage()
+        for model in models:
+            done = self.finished_folds(model, folds)
+            result[model] = {"done": done, "missing": [k for k in folds if k not in done],
+                             "incomplete": [k for k in folds if k not in done and self.model_dir(model, k).is_dir()]}
+        return result
+
+    def holds_progress(self) -> bool:
+        """Whether the folder holds work worth keeping for ``--resume``: a finished model or a checkpoint."""
+        return self.path.is_dir() and any(p.name in (DONE_MARKER, CHECKPOINT_FILE) for p in self.path.rglob("*"))
 
     @classmethod
     def create(cls, path: str | os.PathLike, config: Any, seed: int, comparable: dict | None = None,

@@ -1,26 +1,18 @@
 """Fold runner: trains a list of named models per fold in dependency order, on one shared manifest.
 
-Layout of a run::
-
-    RUN/folds.json                         the manifest (written once)
-    RUN/folds/fold_<k>/<model>/            model.safetensors + model.json, last.pt while training
-    RUN/folds/fold_<k>/<model>/predictions.csv   test-patient predictions of that fold
-    RUN/folds/fold_<k>/<model>/done.json   written last: the fold's model is complete
-
-A fold whose ``done.json`` exists is skipped, so a killed run resumes where it stopped and folds can run
-as separate jobs (``--folds 0,1`` here, ``--folds 2,3,4`` elsewhere) and be merged afterwards.
+Where each model's files go and what "finished" means is :class:`~kdcore.rundir.RunDir`'s. A finished model
+is skipped, so a killed run resumes where it stopped and folds can run as separate jobs (``--folds 0,1`` here,
+``--folds 2,3,4`` elsewhere) and be merged afterwards.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .atomic import atomic_write_json
 from .cv import FoldManifest, FoldSplit, load_manifest
 from .engine.distributed import barrier, is_main_process
 from .errors import ConfigError, DataError
@@ -116,17 +108,10 @@ class FoldRunner:
         return ordered
 
     def model_dir(self, name: str, fold: int) -> Path:
-        return self.run.path / "folds" / f"fold_{fold}" / name
+        return self.run.model_dir(name, fold)
 
     def is_done(self, name: str, fold: int) -> bool:
-        marker = self.model_dir(name, fold) / "done.json"
-        if not marker.exists():
-            return False
-        done = json.loads(marker.read_text(encoding="utf-8"))
-        if done.get("manifest") != self.manifest.sha:
-            raise DataError(f"{marker}: trained on another fold manifest ({done.get('manifest')} vs "
-                            f"{self.manifest.sha}); use a new --out")
-        return True
+        return self.run.is_finished(name, fold, self.manifest.sha)
 
     def run_folds(self, folds: Sequence[int] | None = None, resume: bool = True) -> None:
         for fold in folds if folds is not None else range(self.manifest.n_folds):
@@ -152,9 +137,9 @@ class FoldRunner:
                     # The report checks the file against this record: a truncated copy is refused, not scored.
                     written = {"rows": len(output.predictions),
                                "sha256": hashlib.sha256((model_dir / "predictions.csv").read_bytes()).hexdigest()}
-                    atomic_write_json(model_dir / "done.json", {"model": spec.name, "fold": fold,
-                                                                "manifest": self.manifest.sha, **output.info,
-                                                                "predictions": written})
+                    self.run.finish_model(spec.name, fold, {"model": spec.name, "fold": fold,
+                                                            "manifest": self.manifest.sha, **output.info,
+                                                            "predictions": written})
                 barrier()  # models of this fold that depend on this one read its files on every rank
 
     def completed_folds(self, name: str) -> list[int]:
@@ -162,9 +147,8 @@ class FoldRunner:
 
     def missing_folds(self) -> dict[str, list[int]]:
         """Models with folds not complete yet (e.g. run as separate jobs), and those folds."""
-        missing = {spec.name: sorted(set(range(self.manifest.n_folds)) - set(self.completed_folds(spec.name)))
-                   for spec in self.specs}
-        return {name: folds for name, folds in missing.items() if folds}
+        coverage = self.run.coverage([spec.name for spec in self.specs], range(self.manifest.n_folds))
+        return {name: entry["missing"] for name, entry in coverage.partial.items()}
 
     def predictions(self, name: str) -> list[dict[str, str]]:
         """Out-of-fold predictions of ``name`` over every completed fold."""
@@ -176,23 +160,26 @@ class FoldRunner:
 
 def merge_runs(target: str | Path, sources: Sequence[str | Path]) -> list[str]:
     """Copy completed folds of ``sources`` into ``target`` after checking they share its manifest."""
-    target = Path(target)
-    manifest = load_manifest(target / "folds.json")
+    target_run = RunDir(target)
+    manifest = load_manifest(target_run.path / "folds.json")
+    folds = [split.fold for split in manifest.folds]
     copied = []
     for source in map(Path, sources):
         other = load_manifest(source / "folds.json")
         if other.sha != manifest.sha:
             raise DataError(f"{source}: fold manifest {other.sha} differs from {target}'s {manifest.sha}; "
                             "only runs of the same recipe and data can be merged")
-        for done in sorted((source / "folds").glob("fold_*/*/done.json")):
-            relative = done.parent.relative_to(source)
-            destination = target / relative
-            if (destination / "done.json").exists():
+        source_run = RunDir(source)
+        finished, _ = source_run.models_on_disk(folds, manifest.sha)
+        for fold, name in sorted((fold, name) for name, done in finished.items() for fold in done):
+            if target_run.is_finished(name, fold):
                 continue
+            relative = source_run.model_dir(name, fold).relative_to(source)
+            destination = target_run.model_dir(name, fold)
             # Copy beside the destination, then rename: an interrupted merge leaves no half-copied fold.
             staging = destination.with_name(destination.name + ".merging")
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(done.parent, staging, ignore=shutil.ignore_patterns("last.pt"))
+            shutil.copytree(source_run.model_dir(name, fold), staging, ignore=shutil.ignore_patterns("last.pt"))
             shutil.rmtree(destination, ignore_errors=True)
             staging.rename(destination)
             copied.append(str(relative))

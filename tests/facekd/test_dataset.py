@@ -5,7 +5,7 @@ import torch
 
 from facekd.augment import build_train_augment
 from facekd.dataset import FaceCropDataset
-from facekd.fold_training import init_head_to_mean_shape
+from facekd.vertical import init_head_to_mean_shape
 from facekd.formats import load_faces
 from facekd.preprocess import to_image_points
 from facekd.schemes import get_scheme

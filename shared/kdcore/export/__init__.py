@@ -6,8 +6,9 @@ carries a JSON sidecar (:mod:`.sidecar`) with the preprocessing contract, so an 
 from the training code, and no absolute path of the exporting machine.
 
 Modules: :mod:`.onnx`, :mod:`.torchscript` (exporters), :mod:`.parity` (the parity rule), :mod:`.runtime`
-(running exported files, latency), :mod:`.quantize` (int8 students, gated), :mod:`.sidecar` (contract file, path hygiene), :mod:`.runs` (reading run
-folders, fold choice), :mod:`.folder` (one verified export folder).
+(running exported files, latency), :mod:`.quantize` (int8 students, gated), :mod:`.sidecar` (contract file,
+path hygiene), :mod:`.runs` (reading run folders, fold choice), :mod:`.folder` (one verified export folder),
+:mod:`.run_export` (exporting a run's model: the skeleton a vertical's :class:`Exporter` fills).
 """
 
 from .folder import export_model, measure_export_latency, parse_formats
@@ -21,6 +22,7 @@ from .runtime import (load_runner, machine_info, measure_latency_ms, onnx_runner
 from .sidecar import (COMPLETE_MARKER, SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, assert_no_absolute_paths,
                       check_export_complete, find_absolute_paths, read_sidecar, write_export_marker, write_sidecar)
 from .torchscript import export_torchscript
+from .run_export import Exporter  # noqa: E402 - last: it needs kdcore.modelcard, which reads run folders above
 
 __all__ = [
     # exporting and checking
@@ -28,7 +30,7 @@ __all__ = [
     "check_parity", "write_parity", "export_model", "parse_formats", "measure_latency_ms", "measure_export_latency", "machine_info",
     "package_versions", "SIDECAR_FORMAT", "SIDECAR_VERSION", "write_sidecar", "read_sidecar", "find_absolute_paths",
     "assert_no_absolute_paths", "COMPLETE_MARKER", "write_export_marker", "check_export_complete",
-    "INT8_FILE", "Int8Check", "export_int8", "int8_gate", "quantize_int8",
+    "INT8_FILE", "Int8Check", "export_int8", "int8_gate", "quantize_int8", "Exporter",
     # running exported files
     "onnx_runner", "torchscript_runner", "torch_runner", "resolve_export", "load_runner",
     # reading run folders

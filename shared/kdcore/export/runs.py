@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import KDError
+from ..rundir import RunDir
 
 __all__ = ["RunModel", "find_run_models", "lower_is_better", "select_folds", "load_run_model", "read_run_file",
            "run_source", "report_means", "run_data_root", "run_items", "pick_items"]
@@ -37,18 +38,18 @@ def find_run_models(run_dir: str | os.PathLike, model: str = "student") -> dict[
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise KDError(f"{run_dir}: not a run folder (no config.yaml)")
-    found, unfinished = {}, []
-    for weights in sorted(run_dir.glob(f"folds/fold_*/{model}/model.safetensors")):
-        try:
-            fold = int(weights.parent.parent.name.split("_", 1)[1])
-        except ValueError:
-            continue
-        if not (weights.parent / "done.json").is_file():  # the runner decides "finished", by done.json alone
-            unfinished.append(fold)
-            continue
+    run = RunDir(run_dir)
+    finished, unfinished_models = run.models_on_disk(run.folds_on_disk())
+    unfinished = unfinished_models.get(model, [])
+    found = {}
+    for fold in finished.get(model, []):  # the run folder decides "finished"
+        weights = run.weights(model, fold)
+        if not weights.is_file():
+            raise KDError(f"{weights}: missing, although fold {fold} of {model!r} is marked finished; delete the "
+                          "fold's folder and --resume the run")
         found[fold] = RunModel(run_dir, fold, model, weights, read_meta(weights))
     if not found:
-        names = sorted({p.name for p in run_dir.glob("folds/fold_*/*") if p.is_dir()})
+        names = sorted(set(finished) | set(unfinished_models))
         raise KDError(f"{run_dir}: no trained {model!r} weights (folds/fold_<k>/{model}/model.safetensors with "
                       "its done.json)" + (f"; fold(s) {unfinished} not finished (no done.json): --resume the run first"
                                       if unfinished else "")
@@ -105,15 +106,14 @@ def select_folds(models: Mapping[int, RunModel], folds: int | Sequence[int] | st
 def load_run_model(entry: RunModel) -> Any:
     """Rebuild the architecture from ``model.json`` and load the weights (no hub access, CPU, eval mode)."""
     from ..checkpoint import check_bound_meta, load_weights
-    from ..models import create_model
+    from ..models import build_model
 
     meta = entry.meta
     check_bound_meta(entry.weights, meta)  # an edited class order or architecture is refused, not exported
     missing = [k for k in ("arch", "num_outputs") if k not in meta]
     if missing:
         raise KDError(f"{entry.weights.with_suffix('.json')}: missing keys {missing}")
-    model = create_model(meta["arch"], int(meta["num_outputs"]), pretrained=False,
-                         in_chans=int(meta.get("in_chans", 3)))
+    model = build_model(meta)
     try:
         result = model.load_state_dict(load_weights(entry.weights), strict=False)
     except RuntimeError as exc:  # tensor shapes of another architecture or class count

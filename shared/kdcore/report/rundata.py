@@ -23,23 +23,18 @@ from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..cv import FoldManifest, load_manifest
 from ..errors import DataError
 from ..predictions import read_predictions
+from ..rundir import Coverage, RunDir
 
 __all__ = ["RunInputs", "read_run", "read_json", "read_log_records", "audit_summary", "audit_lines", "profile_rows",
-           "PROFILE_HEADER", "json_safe", "write_report", "is_coverage_note", "training_event_notes"]
+           "PROFILE_HEADER", "json_safe", "write_report", "training_event_notes"]
 
 PROFILE_HEADER = ["model", "architecture", "parameters (M)", "GFLOPs", "latency median (ms, batch 1)", "input"]
-_NONE_DONE, _SOME_MISSING = "no completed fold in this run", "not completed"
 
 
 def training_event_notes(records: list[dict]) -> list[str]:
     """Messages of the engine's ``split == "event"`` records in log.jsonl (e.g. a plateau before the SWA phase),
     once each, so the report says what changed a model's planned training."""
     return list(dict.fromkeys(str(r["message"]) for r in records if r.get("split") == "event" and r.get("message")))
-
-
-def is_coverage_note(note: str) -> bool:
-    """Whether a report note is one of :meth:`RunInputs.coverage_notes` (the report covers only some folds)."""
-    return _NONE_DONE in note or _SOME_MISSING in note
 
 
 @dataclass
@@ -61,22 +56,19 @@ class RunInputs:
     log: list[dict] = field(default_factory=list)
 
     def model_dir(self, model: str, fold: int) -> Path:
-        return self.path / "folds" / f"fold_{fold}" / model
+        return RunDir(self.path).model_dir(model, fold)
 
     def missing_folds(self, model: str) -> list[int]:
         done = set(self.models.get(model, []))
         return [f.fold for f in self.manifest.folds if f.fold not in done]
 
+    def coverage(self, expected: Sequence[str]) -> Coverage:
+        """Finished and missing folds of each model of ``expected`` (the report's ``coverage``, as data)."""
+        return RunDir(self.path).coverage(expected, [f.fold for f in self.manifest.folds])
+
     def coverage_notes(self, expected: Sequence[str]) -> list[str]:
         """One note per model of ``expected`` that is missing folds, or has none completed."""
-        notes = []
-        for model in expected:
-            done, missing = self.models.get(model, []), self.missing_folds(model)
-            if not done:
-                notes.append(f"{model}: {_NONE_DONE}")
-            elif missing:
-                notes.append(f"{model}: fold(s) {missing} {_SOME_MISSING}; results cover fold(s) {sorted(done)}")
-        return notes
+        return self.coverage(expected).notes()
 
     def model_json(self, model: str) -> dict:
         """``model.json`` of the first completed fold of ``model``."""
@@ -98,7 +90,7 @@ class RunInputs:
     def _check_against_manifest(self, path: Path, rows: list[dict[str, str]], model: str, fold: int) -> None:
         """Every test item of the fold exactly once, and nothing else: a truncated or edited file is refused
         instead of being scored on what is left of it."""
-        done = read_json(self.model_dir(model, fold) / "done.json", required=False) or {}
+        done = RunDir(self.path).done_record(model, fold) or {}
         recorded = done.get("predictions") if isinstance(done.get("predictions"), dict) else {}
         if recorded.get("sha256") and recorded["sha256"] != _sha256(path):
             raise DataError(f"{path}: changed since fold {fold} of {model} finished ({len(rows)} rows now, "
@@ -173,25 +165,7 @@ def read_run(run_dir: str | os.PathLike, preferred_order: Sequence[str] = ()) ->
     except yaml.YAMLError as exc:
         raise DataError(f"{config_file}: not valid YAML ({exc})") from None
     manifest = load_manifest(path / "folds.json")
-    done: dict[str, list[int]] = {}
-    incomplete: dict[str, list[int]] = {}
-    for split in manifest.folds:
-        fold_dir = path / "folds" / f"fold_{split.fold}"
-        if not fold_dir.is_dir():
-            continue
-        for model_dir in sorted(p for p in fold_dir.iterdir() if p.is_dir()):
-            name = model_dir.name
-            if name.startswith(".") or name.endswith(".merging"):
-                continue
-            marker = model_dir / "done.json"
-            if not marker.exists():
-                incomplete.setdefault(name, []).append(split.fold)
-                continue
-            info = read_json(marker)
-            if info.get("manifest") not in (None, manifest.sha):
-                raise DataError(f"{marker}: trained on fold manifest {info.get('manifest')}, but folds.json is "
-                                f"{manifest.sha}; this folder mixes two runs")
-            done.setdefault(name, []).append(split.fold)
+    done, incomplete = RunDir(path).models_on_disk([split.fold for split in manifest.folds], manifest.sha)
     names = _order(sorted(set(done) | set(incomplete)), preferred_order)
     models = {n: done[n] for n in names if n in done}
     return RunInputs(path=path, config=config or {}, manifest=manifest, models=models,
