@@ -88,8 +88,8 @@ CLI = VerticalCLI(
     predict=Command("predict landmarks with an exported model (left/right relabelled under --tta); writes one "
                     "1-based .pts per image", cmd_predict, _predict_arguments),
     predict_backends=["onnx", "onnx-int8", "torchscript", "torch"],
-    export_formats="onnx,torchscript", export_help="export a trained student (ONNX, TorchScript; onnx-int8 on "
-                                                   "request) with parity checks",
+    export="facekd.export:export_run", sweep="facekd.sweep:adapter", export_formats="onnx,torchscript",
+    export_help="export a trained student (ONNX, TorchScript; onnx-int8 on request) with parity checks",
     sweep_example="facekd sweep pipelines/face_kd_demo.yaml --space SPACE.yaml --trials 8 --out runs/sweep")
 
 

@@ -184,7 +184,7 @@ CLI = VerticalCLI(
     predict=Command("classify B-scans (images, or OCT volumes: DICOM OPT, vendor exports) with an exported model; "
                     "writes a CSV", cmd_predict, _predict_arguments),
     predict_backends=["onnx", "onnx-int8", "torchscript", "torch"],
-    export_formats="onnx,torchscript,bundle",
+    export="medkd.export:export_run", sweep="medkd.sweep:adapter", export_formats="onnx,torchscript,bundle",
     export_help="export a trained student (ONNX, TorchScript, MONAI bundle; onnx-int8 on request) with parity checks",
     export_schema_option=True,
     sweep_example="medkd sweep pipelines/kd_oct_demo.yaml --space pipelines/spaces/kd_oct_demo.yaml --folds 0 "

@@ -327,7 +327,8 @@ class Command:
 class VerticalCLI:
     """What a vertical's console script declares; :func:`vertical_parser` builds the commands from it.
 
-    ``vertical`` and ``schema`` are ``"module:NAME"`` strings, imported on first use so ``--help`` stays fast.
+    ``vertical``, ``schema``, ``export`` (its ``export_run``) and ``sweep`` (its sweep adapter factory, None for no
+    ``sweep`` command) are ``"module:NAME"`` strings, imported on first use so ``--help`` stays fast.
     """
 
     tool: str
@@ -343,9 +344,11 @@ class VerticalCLI:
     synth: Command
     predict: Command
     predict_backends: Sequence[str]
+    export: str
     export_formats: str
     export_help: str
-    sweep_example: str
+    sweep: str | None = None
+    sweep_example: str = ""
     export_schema_option: bool = False
 
 
@@ -386,8 +389,9 @@ def vertical_parser(cli: VerticalCLI) -> argparse.ArgumentParser:
     p.set_defaults(handler=cli.synth.handler)
 
     add_report_command(sub, lambda: vertical().build_report)
-    add_sweep_command(sub, cli.tool, lambda: _load(f"{cli.tool}.sweep:adapter")()(), example=cli.sweep_example)
-    add_export_command(sub, _load(f"{cli.tool}.export:export_run"), cli.export_formats, help=cli.export_help,
+    if cli.sweep is not None:
+        add_sweep_command(sub, cli.tool, lambda: _load(cli.sweep)()(), example=cli.sweep_example)
+    add_export_command(sub, _load(cli.export), cli.export_formats, help=cli.export_help,
                        schema_option=cli.export_schema_option)
 
     p = sub.add_parser("predict", help=cli.predict.help)
