@@ -2,7 +2,7 @@
 
 Both sides run the engine's own training loop (:class:`kdcore.engine.Trainer`, one epoch at a time) with the
 demo recipe's models, loss and optimizer: FrozenTeacher forward, student forward/backward with KDLoss, AdamW
-step, LR schedule. The *full* side feeds it from ``kdcore.experiment.train_loader`` over a
+step, LR schedule. The *full* side feeds it from ``kdcore.loaders.train_loader`` over a
 :class:`medkd.dataset.BScanDataset` reading JPEG files written by ``medkd.synth``, with the student's
 augmentation; the *tensors* side feeds it the same batches already in memory, with the same compute options.
 Epochs of all variants are interleaved round by round, so a change of background load hits every variant alike.
@@ -23,7 +23,7 @@ from torch import nn
 from kdcore.config import load_recipe
 from kdcore.engine import Trainer, move_to_device
 from kdcore.engine.optim import build_scheduler
-from kdcore.experiment import sampler_seed, train_loader
+from kdcore.loaders import sampler_seed, train_loader
 from kdcore.objective import build_student_objective
 from kdcore.teacher import FrozenTeacher
 from medkd.config import OCTRecipe

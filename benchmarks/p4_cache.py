@@ -24,7 +24,7 @@ import torch
 from kdcore.config import load_recipe
 from kdcore.engine import Trainer
 from kdcore.engine.optim import build_scheduler
-from kdcore.experiment import sampler_seed, train_loader
+from kdcore.loaders import sampler_seed, train_loader
 from kdcore.losses import CrossEntropyLoss
 from kdcore.objective import build_student_objective
 from kdcore.teacher import FrozenTeacher

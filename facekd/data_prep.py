@@ -8,9 +8,9 @@ from pathlib import Path
 from kdcore.cv import FoldManifest, FoldSplit, inner_validation_split, make_fold_manifest
 from kdcore.engine import is_main_process
 from kdcore.errors import DataError
-from kdcore.experiment import resolve_data_root
+from kdcore.run_setup import resolve_data_root
 from kdcore.logs import get_logger
-from kdcore.rundir import RunDir
+from kdcore.run_folder import RunDir
 
 from .config import FaceRecipe
 from .formats import FaceRecord

@@ -12,8 +12,8 @@ import torch
 
 from kdcore.cv import FoldManifest
 from kdcore.models import ModelMeta
-from kdcore.rundir import RunDir
-from kdcore.runner import FoldContext
+from kdcore.run_folder import RunDir
+from kdcore.fold_runner import FoldContext
 from kdcore.vertical import FoldSets, Role, Vertical
 
 from .augment import build_train_augment

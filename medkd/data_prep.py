@@ -8,9 +8,9 @@ from pathlib import Path
 from kdcore.cv import FoldManifest, make_fold_manifest, rename_groups
 from kdcore.engine import is_main_process
 from kdcore.errors import DataError
-from kdcore.experiment import resolve_data_root
+from kdcore.run_setup import resolve_data_root
 from kdcore.logs import add_log_redaction, get_logger
-from kdcore.rundir import RunDir
+from kdcore.run_folder import RunDir
 
 from .config import OCTRecipe
 from .data import OCTDataset, load_oct_dataset
@@ -145,7 +145,7 @@ def item_files(run_dir: Path, root: Path) -> dict[str, Path]:
     """``id -> file`` for a run whose ``dataset.json`` has pseudonymous ids (and so no paths): the data is
     indexed again as the run's ``config.yaml`` says and hashed with the same key. {} when that fails."""
     from kdcore.errors import KDError
-    from kdcore.export.runs import read_run_file
+    from kdcore.export.run_models import read_run_file
 
     config = read_run_file(run_dir, "config.yaml") or {}
     data = config.get("data") or {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from kdcore import vertical
-from kdcore.rundir import RunDir
+from kdcore.run_folder import RunDir
 
 from .config import OCTRecipe
 from .vertical import OCT

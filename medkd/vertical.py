@@ -12,8 +12,8 @@ from kdcore.cv import FoldManifest
 from kdcore.losses import CrossEntropyLoss, FocalLoss, balanced_class_weights
 from kdcore.models import ModelMeta
 from kdcore.objective import build_student_objective
-from kdcore.rundir import RunDir
-from kdcore.runner import FoldContext
+from kdcore.run_folder import RunDir
+from kdcore.fold_runner import FoldContext
 from kdcore.vertical import FoldSets, Role, Vertical
 
 from .config import OCTRecipe

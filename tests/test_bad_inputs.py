@@ -478,7 +478,7 @@ def _hold_lock(folder: Path):
     import sys
     import time
 
-    code = ("import sys, time; from kdcore.rundir import lock_run_folder; lock_run_folder(sys.argv[1]); "
+    code = ("import sys, time; from kdcore.run_folder import lock_run_folder; lock_run_folder(sys.argv[1]); "
             "print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
@@ -488,7 +488,7 @@ def _hold_lock(folder: Path):
 def test_second_run_into_a_busy_folder_is_refused_and_a_dead_holder_is_not_in_the_way(tmp_path, capsys):
     import signal
 
-    from kdcore.rundir import LOCK_NAME, lock_run_folder, release_run_folder
+    from kdcore.run_folder import LOCK_NAME, lock_run_folder, release_run_folder
 
     recipe = write_tiny_recipe(tmp_path)
     out = tmp_path / "run"

@@ -84,7 +84,7 @@ def decide_run_folder(recipe: Any, out: Path | None, resume: bool) -> Path:
     """
     from .device import resolve_device
     from .engine.distributed import broadcast_object, init_from_env, is_main_process
-    from .rundir import default_run_dir
+    from .run_folder import default_run_dir
 
     init_from_env(resolve_device(recipe.runtime.device))
     problem = None
@@ -105,7 +105,7 @@ def add_run_command(sub: Any, tool: str, schema_loader: Callable[[], type], pipe
     """``run RECIPE [--set k=v] [--data-root D] [--out DIR] [--folds 0,1] [--resume] [--device D]``."""
 
     def handler(args: argparse.Namespace) -> int:
-        from .runner import parse_folds
+        from .fold_runner import parse_folds
 
         started = time.perf_counter()
         recipe = _load_recipe(schema_loader(), args)
@@ -181,12 +181,12 @@ def add_report_command(sub: Any, build_report: Callable[[], Callable]) -> None:
     """``report RUN [--merge OTHER...]``: rebuild the report from saved predictions, merging fold jobs first."""
 
     def handler(args: argparse.Namespace) -> int:
-        from .runner import merge_runs
+        from .fold_runner import merge_runs
 
         if args.merge:
             copied = merge_runs(args.run_dir, args.merge)
             print(f"merged {len(copied)} fold model(s) into {args.run_dir}")
-        from .rundir import Coverage
+        from .run_folder import Coverage
 
         report = build_report()(args.run_dir, n_boot=args.bootstrap, seed=args.seed)
         # A report over some folds is useful while fold jobs run, but must not pass for the whole run.
@@ -212,7 +212,7 @@ def add_export_command(sub: Any, export_run: Callable[[], Callable], formats: st
         folds = "all" if args.all_folds else ([args.fold] if args.fold is not None else None)
         chosen = {f.strip() for f in args.format.split(",") if f.strip()}
         extra = {"schema": args.schema} if schema_option else {}
-        from .experiment import undo_new_folder_on_error
+        from .run_setup import undo_new_folder_on_error
 
         with undo_new_folder_on_error(args.out):  # a failed export leaves no half-filled folder for an app to load
             summary = export_run()(args.run_dir, folds=folds, formats=chosen, out_dir=args.out, model=args.model,

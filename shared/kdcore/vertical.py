@@ -28,12 +28,12 @@ from .cv import FoldManifest
 from .device import autocast_dtype, resolve_device
 from .engine import Trainer, init_from_env, is_main_process
 from .engine.distributed import world_size
-from .experiment import (check_per_rank_batch, eval_loader, finish_run, manifest_for_run, open_run, profile_models,
-                         sampler_seed, train_loader, undo_new_folder_on_error)
+from .loaders import check_per_rank_batch, eval_loader, sampler_seed, train_loader
+from .run_setup import finish_run, manifest_for_run, open_run, profile_models, undo_new_folder_on_error
 from .logs import TensorBoardLogger, get_logger
 from .models import ModelMeta, build_model, check_model_choice
-from .rundir import RunDir
-from .runner import FoldContext, FoldOutput, FoldRunner, ModelSpec
+from .run_folder import RunDir
+from .fold_runner import FoldContext, FoldOutput, FoldRunner, ModelSpec
 from .seeding import derive_seed, seed_everything
 from .teacher import FrozenTeacher
 from .teacher_cache import cached_teacher

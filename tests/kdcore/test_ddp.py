@@ -89,8 +89,8 @@ def _late_rank_one_writes_manifest(rank: int, store: str, run_path: str) -> None
     import torch.distributed as dist
 
     from kdcore.cv import make_fold_manifest
-    from kdcore.experiment import manifest_for_run
-    from kdcore.rundir import RunDir
+    from kdcore.run_setup import manifest_for_run
+    from kdcore.run_folder import RunDir
 
     # A short timeout turns a collective left waiting into an error instead of a hung test.
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,

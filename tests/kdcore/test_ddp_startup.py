@@ -77,7 +77,7 @@ def _check_folder(rank: int, store: str, folder: str) -> None:
     import torch.distributed as dist
 
     from kdcore.errors import KDError
-    from kdcore.experiment import check_shared_folder
+    from kdcore.run_setup import check_shared_folder
 
     _init(rank, store)
     try:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import kdcore.engine.trainer as trainer_module
-import kdcore.experiment as experiment
+import kdcore.loaders as loaders
 from kdcore.config import TrainConfig
 from kdcore.device import autocast_dtype, resolve_device
 from kdcore.engine import Trainer
@@ -76,15 +76,15 @@ def test_deterministic_false_turns_on_autotuning_and_tf32(restore_determinism):
 @pytest.mark.parametrize("batch, world, message", [(8, 3, r"student.train.batch_size: 8 does not divide over 3"),
                                                    (8, 8, r"student.train.batch_size: 8 over 8 GPUs leaves 1 image")])
 def test_per_gpu_batch_that_ddp_would_change_is_refused(monkeypatch, batch, world, message):
-    monkeypatch.setattr(experiment, "world_size", lambda: world)
+    monkeypatch.setattr(loaders, "world_size", lambda: world)
     with pytest.raises(ConfigError, match=message):
-        experiment.train_loader(ToyImages(16), batch, torch.device("cpu"), 0, seed=0, key="student.train.batch_size")
+        loaders.train_loader(ToyImages(16), batch, torch.device("cpu"), 0, seed=0, key="student.train.batch_size")
 
 
 def test_per_gpu_batch_that_divides_is_kept(monkeypatch):
-    monkeypatch.setattr(experiment, "world_size", lambda: 4)
-    monkeypatch.setattr(experiment, "rank", lambda: 1)
-    loader = experiment.train_loader(ToyImages(16), 8, torch.device("cpu"), 0, seed=0)
+    monkeypatch.setattr(loaders, "world_size", lambda: 4)
+    monkeypatch.setattr(loaders, "rank", lambda: 1)
+    loader = loaders.train_loader(ToyImages(16), 8, torch.device("cpu"), 0, seed=0)
     assert loader.batch_size == 2
 
 

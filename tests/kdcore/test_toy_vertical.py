@@ -23,7 +23,7 @@ from kdcore.cli import Command, VerticalCLI, run_main, vertical_parser
 from kdcore.config import CVConfig, RuntimeConfig, Section, TrainConfig
 from kdcore.cv import make_fold_manifest
 from kdcore.export.run_export import Exporter, export_run
-from kdcore.export.runs import report_means, run_source
+from kdcore.export.run_models import report_means, run_source
 from kdcore.models import ModelMeta
 from kdcore.objective import DistillationSection, build_student_objective
 from kdcore.report import HtmlDocument, bootstrap_samples, summarize_samples

@@ -236,7 +236,7 @@ def test_every_volume_of_a_patient_stays_in_one_fold(tmp_path, bscans):
 
 def test_run_data_preparation_writes_selection_and_hashes(tmp_path, bscans):
     from kdcore.config import validate_recipe
-    from kdcore.rundir import RunDir
+    from kdcore.run_folder import RunDir
     from medkd.config import OCTRecipe
     from medkd.data_prep import prepare_dataset, write_dataset_index
 

@@ -15,7 +15,7 @@ from .folder import export_model, measure_export_latency, parse_formats
 from .onnx import ONNX_OPSET, export_onnx
 from .quantize import INT8_FILE, Int8Check, export_int8, int8_gate, quantize_int8
 from .parity import ATOL, RTOL, ParityCheck, check_parity, compare_outputs, write_parity
-from .runs import (RunModel, find_run_models, load_run_model, lower_is_better, pick_items, read_run_file,
+from .run_models import (RunModel, find_run_models, load_run_model, lower_is_better, pick_items, read_run_file,
                    report_means, run_data_root, run_items, run_source, select_folds)
 from .runtime import (load_runner, machine_info, measure_latency_ms, onnx_runner, package_versions, resolve_export,
                       torch_runner, torchscript_runner)

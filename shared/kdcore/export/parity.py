@@ -15,7 +15,7 @@ import numpy as np
 
 from ..atomic import atomic_write_json
 from ..errors import KDError
-from .runs import read_run_file
+from .run_models import read_run_file
 from .runtime import Runner
 
 __all__ = ["ATOL", "RTOL", "ParityCheck", "compare_outputs", "check_parity", "write_parity"]

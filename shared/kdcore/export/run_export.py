@@ -24,7 +24,7 @@ from ..errors import KDError
 from ..modelcard import write_model_card
 from .folder import export_model, parse_formats
 from .quantize import INT8_FILE, export_int8
-from .runs import RunModel, find_run_models, load_run_model, read_run_file, run_data_root, select_folds
+from .run_models import RunModel, find_run_models, load_run_model, read_run_file, run_data_root, select_folds
 from .sidecar import assert_no_absolute_paths, write_export_marker
 
 __all__ = ["Exporter", "export_fold", "export_run", "INT8_CALIBRATION", "INT8_HELD_OUT"]

@@ -9,7 +9,7 @@ from .bootstrap import (bootstrap_samples, difference_samples, paired_bootstrap_
                         summarize_samples)
 from .html import HtmlDocument, fmt, fmt_ci, fmt_mean_std
 from .plots import bar_plot, curve_keys, figure_png, heatmap, line_plot, new_figure, training_curves
-from .rundata import (PROFILE_HEADER, RunInputs, audit_lines, audit_section, audit_summary, csv_text, json_safe, safe_name,
+from .run_inputs import (PROFILE_HEADER, RunInputs, audit_lines, audit_section, audit_summary, csv_text, json_safe, safe_name,
                       profile_rows, read_json, read_log_records, read_run, write_report)
 
 __all__ = [

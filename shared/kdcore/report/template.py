@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import DataError
 from .bootstrap import difference_samples, paired_bootstrap_samples
 from .html import HtmlDocument
-from .rundata import RunInputs, audit_summary, json_safe, read_run, training_event_notes, write_report
+from .run_inputs import RunInputs, audit_summary, json_safe, read_run, training_event_notes, write_report
 
 __all__ = ["ReportTemplate", "PooledPredictions", "paired_difference_samples", "build_run_report", "protocol_section", "report_n_boot", "LEVEL", "HtmlParts"]
 
@@ -206,7 +206,7 @@ class HtmlParts:
 
     @staticmethod
     def training_curves(doc: HtmlDocument, models: dict[str, Any], pngs: dict[str, bytes | None]) -> None:
-        from .rundata import safe_name
+        from .run_inputs import safe_name
 
         doc.heading("Training curves")
         drawn = [name for name in models if pngs.get(f"{safe_name(name)}_training.png")]
@@ -232,7 +232,7 @@ class HtmlParts:
 
     @staticmethod
     def profile(doc: HtmlDocument, models: dict[str, Any]) -> None:
-        from .rundata import PROFILE_HEADER, profile_rows
+        from .run_inputs import PROFILE_HEADER, profile_rows
 
         doc.heading("Model size and latency")
         rows = profile_rows({name: model.get("profile") for name, model in models.items()})

@@ -201,7 +201,7 @@ class _Sweep:
         check_space(self.space, adapter.schema, base, adapter.trial_sections)
         for recipe in self._probe_recipes():
             adapter.check_models(recipe)
-        from ..runner import parse_folds
+        from ..fold_runner import parse_folds
 
         self.folds = parse_folds(options.folds, adapter.n_folds(self.recipe))
         self.out = Path(options.out)
@@ -225,8 +225,8 @@ class _Sweep:
         from ..device import resolve_device
         from ..engine import init_from_env
         from ..logs import set_progress, setup_logging
-        from ..rundir import RunDir
-        from ..runner import FoldRunner, ModelSpec
+        from ..run_folder import RunDir
+        from ..fold_runner import FoldRunner, ModelSpec
         from ..seeding import seed_everything
 
         recipe = self.recipe
@@ -328,7 +328,7 @@ class _Sweep:
         return study
 
     def run(self) -> dict[str, Any]:
-        from ..experiment import undo_new_folder_on_error
+        from ..run_setup import undo_new_folder_on_error
 
         with undo_new_folder_on_error(self.out):  # bad data or no student within budget: no folder left behind
             self.prepare()
@@ -386,8 +386,8 @@ class _Sweep:
         import optuna
 
         from ..predictions import write_predictions
-        from ..rundir import RunDir
-        from ..runner import FoldContext
+        from ..run_folder import RunDir
+        from ..fold_runner import FoldContext
 
         self._claim(trial)
         params = {p.key: p.suggest(trial) for p in self.space.params}

@@ -1,6 +1,6 @@
 """Fold runner: trains a list of named models per fold in dependency order, on one shared manifest.
 
-Where each model's files go and what "finished" means is :class:`~kdcore.rundir.RunDir`'s. A finished model
+Where each model's files go and what "finished" means is :class:`~kdcore.run_folder.RunDir`'s. A finished model
 is skipped, so a killed run resumes where it stopped and folds can run as separate jobs (``--folds 0,1`` here,
 ``--folds 2,3,4`` elsewhere) and be merged afterwards.
 """
@@ -18,7 +18,7 @@ from .engine.distributed import barrier, is_main_process
 from .errors import ConfigError, DataError
 from .logs import get_logger
 from .predictions import read_predictions, write_predictions
-from .rundir import RunDir
+from .run_folder import RunDir
 
 __all__ = ["ModelSpec", "FoldContext", "FoldOutput", "FoldRunner", "merge_runs", "parse_folds"]
 log = get_logger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import KDError
-from ..rundir import RunDir
+from ..run_folder import RunDir
 
 __all__ = ["RunModel", "find_run_models", "lower_is_better", "select_folds", "load_run_model", "read_run_file",
            "run_source", "report_means", "run_data_root", "run_items", "pick_items"]

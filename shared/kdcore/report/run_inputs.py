@@ -23,7 +23,7 @@ from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..cv import FoldManifest, load_manifest
 from ..errors import DataError
 from ..predictions import read_predictions
-from ..rundir import Coverage, RunDir
+from ..run_folder import Coverage, RunDir
 
 __all__ = ["RunInputs", "read_run", "read_json", "read_log_records", "audit_summary", "audit_lines", "profile_rows",
            "PROFILE_HEADER", "json_safe", "write_report", "training_event_notes"]

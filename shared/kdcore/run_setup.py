@@ -1,4 +1,5 @@
-"""Plumbing every pipeline shares: the run folder, the one manifest per run, loaders, model profiles."""
+"""Setting up and closing a run: the run folder opened (or undone on failure), the one manifest per run, the data
+root, model profiles, the report once every fold is finished."""
 
 from __future__ import annotations
 
@@ -11,22 +12,17 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from .cv import FoldManifest, load_manifest
-from .device import loader_options
 from .engine.distributed import (all_gather_objects, barrier, broadcast_object, is_distributed, is_main_process, rank,
                                  world_size)
 from .errors import ConfigError, DataError, KDError
 from .logs import add_log_redaction, get_logger, redact_paths, set_progress, setup_logging
 from .models import count_flops, count_parameters, measure_latency
-from .rundir import RunDir, release_run_folder
-from .sampling import SeededSampler
-from .seeding import derive_seed, seed_worker
+from .run_folder import RunDir, release_run_folder
 
-__all__ = ["open_run", "undo_new_folder_on_error", "manifest_for_run", "finish_run", "train_loader", "eval_loader",
-           "profile_models", "main_process_first", "resolve_data_root", "check_per_rank_batch",
-           "check_shared_folder"]
+__all__ = ["open_run", "undo_new_folder_on_error", "manifest_for_run", "finish_run", "profile_models",
+           "main_process_first", "resolve_data_root", "check_shared_folder"]
 
 
 def main_process_first(make: Callable[[], None]) -> None:
@@ -177,38 +173,6 @@ def manifest_for_run(run: RunDir, manifest: FoldManifest) -> FoldManifest:
     return manifest
 
 
-def train_loader(dataset: Dataset, batch_size: int, device: torch.device, workers: int, seed: int,
-                 key: str = "train.batch_size") -> DataLoader:
-    """Shuffled, seeded (index, seed) keys; sharded over DDP ranks, each taking its share of the batch.
-
-    ``batch_size`` is the global batch; under DDP it must divide over the ranks into at least 2 images per GPU
-    (``key`` names the recipe key in the error).
-    """
-    sampler = SeededSampler(len(dataset), seed=seed, rank=rank(), world_size=world_size())
-    check_per_rank_batch(batch_size, world_size(), key)
-    per_rank = max(1, batch_size // world_size())
-    # Dropping a last partial batch avoids a BatchNorm step on a single image.
-    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
-                      worker_init_fn=seed_worker, **loader_options(device, workers))
-
-
-def check_per_rank_batch(batch_size: int, world: int, key: str = "train.batch_size") -> None:
-    """Refuse a global batch that DDP would silently change (not divisible) or shrink to BatchNorm over one image."""
-    if world <= 1:
-        return
-    if batch_size % world:
-        raise ConfigError(f"{key}: {batch_size} does not divide over {world} GPUs (the global batch would become "
-                          f"{batch_size // world * world}); use a multiple of {world}")
-    if batch_size // world < 2:
-        raise ConfigError(f"{key}: {batch_size} over {world} GPUs leaves {batch_size // world} image per GPU "
-                          "(BatchNorm over one image); use at least 2 per GPU, and consider "
-                          "runtime.sync_batchnorm: true")
-
-
-def eval_loader(dataset: Dataset, batch_size: int, device: torch.device, workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_options(device, workers))
-
-
 def profile_models(run: RunDir, models: dict[str, Callable[[], nn.Module]], input_shape: tuple[int, ...],
                    latency_runs: int) -> dict:
     """Parameters, forward FLOPs and batch-1 CPU latency of each architecture -> ``model_profile.json``."""
@@ -222,7 +186,3 @@ def profile_models(run: RunDir, models: dict[str, Callable[[], nn.Module]], inpu
                          "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     run.write_json("model_profile.json", profile)
     return profile
-
-
-def sampler_seed(seed: int, role: str, fold: int) -> int:
-    return derive_seed(seed, role, fold, "sampler")

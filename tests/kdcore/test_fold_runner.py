@@ -2,8 +2,8 @@ import pytest
 
 from kdcore.cv import make_fold_manifest
 from kdcore.errors import ConfigError, DataError
-from kdcore.rundir import RunDir
-from kdcore.runner import FoldOutput, FoldRunner, ModelSpec, merge_runs, parse_folds
+from kdcore.run_folder import RunDir
+from kdcore.fold_runner import FoldOutput, FoldRunner, ModelSpec, merge_runs, parse_folds
 
 
 def cohort():

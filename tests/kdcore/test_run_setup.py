@@ -2,7 +2,7 @@
 
 import pytest
 
-from kdcore.experiment import undo_new_folder_on_error
+from kdcore.run_setup import undo_new_folder_on_error
 
 
 def fail_inside(out, make_files):

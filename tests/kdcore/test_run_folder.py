@@ -6,7 +6,7 @@ import torch
 
 from kdcore.atomic import atomic_open, atomic_write_json
 from kdcore.errors import ConfigError, KDError
-from kdcore.rundir import RunDir, environment_info
+from kdcore.run_folder import RunDir, environment_info
 from kdcore.seeding import rng_state, seed_everything, set_rng_state
 
 
@@ -104,7 +104,7 @@ def test_progress_bars_are_quiet_under_ci(monkeypatch):
 
 
 def test_resume_removes_the_temporaries_a_killed_write_left(tmp_path):
-    from kdcore.rundir import RunDir, release_run_folder
+    from kdcore.run_folder import RunDir, release_run_folder
 
     config = {"name": "x", "seed": 0}
     RunDir.create(tmp_path / "run", config, 0, comparable=config)
@@ -119,7 +119,7 @@ def test_resume_removes_the_temporaries_a_killed_write_left(tmp_path):
 
 def test_changed_section_names_the_folders_to_delete_then_is_accepted(tmp_path):
     from kdcore.errors import ConfigError
-    from kdcore.rundir import RunDir, release_run_folder
+    from kdcore.run_folder import RunDir, release_run_folder
 
     old, new = {"seed": 0, "student": {"t": 4}}, {"seed": 0, "student": {"t": 2}}
     affects = {"student": ["student"]}
