@@ -1,0 +1,67 @@
+"""facekd export --format onnx-int8: static int8 calibrated on the fold's training faces, gated on the NME of its
+test subjects against the float32 model (at most 0.1 NME points worse), and used by predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from facekd.export import export_run
+from facekd.predictor import LandmarkDetector
+from kdcore.checkpoint import load_weights, read_meta, save_weights
+from kdcore.errors import KDError
+from kdcore.export import INT8_FILE
+from tests.facekd.test_export import make_face_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _mean_shape_head(run) -> None:
+    """Start each fold's head at a face-like mean shape (as ``mean_shape_init`` does): int8 is judged on NME, and
+    an untrained head's noise would make that meaningless."""
+    y, x = np.mgrid[0:1:17j, 0:1:4j][:, :17, :4].reshape(2, -1)[:, :68]
+    mean = np.stack([0.2 + 0.6 * x[:68] / max(x.max(), 1e-6), 0.2 + 0.6 * y[:68]], 1).reshape(-1)
+    for weights in sorted(run.glob("folds/fold_*/student/model.safetensors")):
+        state, meta = load_weights(weights), read_meta(weights)
+        head = [k for k in state if k.endswith("classifier.bias")][0]
+        state[head] = torch.as_tensor(mean, dtype=state[head].dtype)
+        state[head.replace("bias", "weight")] *= 0.01
+        save_weights(weights, state, meta)
+
+
+@pytest.fixture(scope="module")
+def int8_face_export(tmp_path_factory):
+    base = tmp_path_factory.mktemp("face-int8")
+    run = make_face_run(base)
+    _mean_shape_head(run)
+    try:
+        summary = export_run(run, folds=[0], formats="onnx-int8", out_dir=base / "export", n_inputs=4)
+    except KDError as exc:  # the gate refused it: the numbers are in parity.json either way
+        summary = {"refused": str(exc)}
+    return base / "export", summary
+
+
+def test_int8_face_export_is_gated_on_nme_and_recorded(int8_face_export):
+    out, summary = int8_face_export
+    parity = json.loads((out / "parity.json").read_text())
+    check = next(c for c in parity["checks"] if c["artefact"] == INT8_FILE)
+    assert check["nme_fp32"] is not None and check["nme_int8"] is not None
+    assert check["passed"] == (check["nme_increase"] <= 0.1)
+    assert "annotated face crops of the fold's test subjects" in check["note"]
+    if check["passed"]:
+        fold = summary["folds"][0]
+        assert fold["onnx_int8"]["calibration_images"] > 0 and (out / INT8_FILE).is_file()
+        assert json.loads((out / "model.json").read_text())["files"]["onnx_int8"] == INT8_FILE
+        assert LandmarkDetector.load(out).backend == "onnx-int8"
+    else:
+        assert "refused" in summary and not (out / INT8_FILE).exists()
+
+
+def test_int8_needs_the_runs_own_faces(tmp_path):
+    run = make_face_run(tmp_path, data_root=tmp_path / "gone", report=False)
+    with pytest.raises(KDError, match="onnx-int8 needs the run's own data"):
+        export_run(run, folds=[0], formats="onnx-int8", out_dir=tmp_path / "x", n_inputs=2)
+    assert not (tmp_path / "x").exists() or not (tmp_path / "x" / INT8_FILE).exists()
