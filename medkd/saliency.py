@@ -90,15 +90,14 @@ def load_torch_model(export: str | os.PathLike) -> tuple[Any, dict]:
     from kdcore.checkpoint import load_weights
     from kdcore.export.sidecar import read_sidecar
     from kdcore.export.runtime import resolve_export
-    from kdcore.models import create_model
+    from kdcore.models import build_model
 
     try:
         weights, sidecar, _ = resolve_export(export, "torch")
     except KDError as exc:
         raise KDError(f"--saliency needs the export's PyTorch weights (model.safetensors): {exc}") from None
     contract = read_sidecar(sidecar)
-    model = create_model(contract["arch"], int(contract["num_outputs"]), pretrained=False,
-                         in_chans=int(contract.get("in_chans", 1)))
+    model = build_model(contract)
     model.load_state_dict(load_weights(weights))
     return model.eval(), contract
 

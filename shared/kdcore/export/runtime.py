@@ -208,11 +208,10 @@ def resolve_export(path: str | os.PathLike, backend: str | None) -> tuple[Path, 
 def _eager_runner(weights: Path, contract: Mapping[str, Any], device: str = "cpu") -> Runner:
     """Eager PyTorch: the timm architecture named in the sidecar with the exported weights."""
     from ..checkpoint import check_bound_meta, load_weights
-    from ..models import create_model
+    from ..models import build_model
 
     check_bound_meta(weights, dict(contract))
-    model = create_model(contract["arch"], int(contract["num_outputs"]), pretrained=False,
-                         in_chans=int(contract.get("in_chans", 3)))
+    model = build_model(contract)
     model.load_state_dict(load_weights(weights))
     return torch_runner(model, device)
 
