@@ -2,7 +2,7 @@
 
 The skeleton (fold choice, parity, int8, completion marker) is :mod:`kdcore.export.run_export`'s; this module
 declares what is face-specific: the crop contract, real face crops for the checks, the int8 NME gate and the
-model card. There is no MONAI bundle for faces.
+model card.
 
 Each export folder::
 
@@ -221,12 +221,6 @@ class FaceExporter(Exporter):
     formats = FORMATS
     classification = False
 
-    def check_formats(self, formats: Iterable[str] | str) -> set[str]:
-        if "bundle" in (formats.split(",") if isinstance(formats, str) else formats):
-            raise KDError("--format bundle: MONAI bundles are for the OCT classifier (medkd); "
-                          "landmark models export as onnx, torchscript and onnx-int8")
-        return super().check_formats(formats)
-
     def contract(self, entry: RunModel) -> dict[str, Any]:
         return face_contract(entry)
 
@@ -255,6 +249,5 @@ def export_run(run_dir: str | os.PathLike, folds: int | Sequence[int] | str | No
                model: str = "student", n_inputs: int = 8) -> dict[str, Any]:
     """Export a run's trained landmark model (default the student); see
     :func:`kdcore.export.run_export.export_run`. ``formats``: ``onnx``, ``torchscript``, ``onnx-int8`` (kept only
-    when its NME on the fold's test subjects is at most 0.1 points above the float32 model's); ``bundle`` is an
-    error (OCT only)."""
+    when its NME on the fold's test subjects is at most 0.1 points above the float32 model's)."""
     return run_export.export_run(FACE_EXPORTER, run_dir, folds, formats, out_dir, model, n_inputs)

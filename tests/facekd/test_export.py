@@ -143,7 +143,7 @@ def test_model_card_has_face_metrics_and_limits(exported):
 
 def test_bundle_is_refused_and_other_errors(tmp_path):
     run = make_face_run(tmp_path, data_root=tmp_path / "gone", report=False)
-    with pytest.raises(KDError, match="MONAI bundles are for the OCT"):
+    with pytest.raises(KDError, match=r"--format bundle,onnx: choose from onnx, torchscript, onnx-int8"):
         export_run(run, formats="onnx,bundle", out_dir=tmp_path / "x")
     summary = export_run(run, folds=[1], formats=["torchscript"], out_dir=tmp_path / "x", n_inputs=2)
     check = summary["folds"][0]["parity"][0]
