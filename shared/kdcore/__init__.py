@@ -8,7 +8,8 @@ Example:
     >>> from kdcore import build_loss, make_fold_manifest
     >>> "kd" in kdcore.list_losses()
     True
-    >>> manifest = make_fold_manifest(["p1", "p2", "p3", "p4"], None, n_folds=2, val_fraction=0.0, seed=0)
+    >>> patients = [f"p{i}" for i in range(8)]
+    >>> manifest = make_fold_manifest(patients, None, n_folds=2, val_fraction=0.25, seed=0)
     >>> len(manifest.folds)
     2
 """
