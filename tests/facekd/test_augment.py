@@ -10,7 +10,7 @@ import pytest
 from facekd.augment import (LandmarkHorizontalFlip, PixelCentreResize, augment_sample, build_train_augment,
                             hflip_landmarks)
 from facekd.geometry import box_from_landmarks, crop_face
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from facekd.schemes import get_scheme
 from kdcore.images import read_image
 

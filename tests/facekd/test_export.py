@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from facekd.export import export_run
-from facekd.io import write_pts
+from facekd.pts_files import write_pts
 from kdcore.checkpoint import save_weights
 from kdcore.cv import make_fold_manifest
 from kdcore.errors import KDError
@@ -100,7 +100,7 @@ def test_onnx_matches_pytorch_on_a_landmark_crop(exported):
     import onnxruntime as ort
 
     from facekd.geometry import box_from_landmarks, crop_face
-    from facekd.io import read_pts
+    from facekd.pts_files import read_pts
     from facekd.preprocess import normalize_rgb
     from kdcore.checkpoint import load_weights
     from kdcore.images import read_image

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from facekd.cli import main
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from kdcore.cv import load_manifest
 from tests.facekd.tiny import write_tiny_face_recipe
 

@@ -13,7 +13,7 @@ import torch
 from facekd.detect import CASCADE_NAME, detect_faces, landmark_box_from_detection, largest_face
 from facekd.export import export_run
 from facekd.geometry import box_from_landmarks, crop_face, crop_matrix
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from facekd.predictor import LandmarkDetector, predict_files
 from facekd.schemes import get_scheme
 from kdcore.checkpoint import load_weights
