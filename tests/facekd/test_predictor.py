@@ -20,7 +20,7 @@ from kdcore.checkpoint import load_weights
 from kdcore.errors import DataError, KDError
 from kdcore.images import read_image
 from kdcore.models import create_model
-from tests.facekd.test_export import make_face_run
+from tests.facekd.conftest import make_face_run
 
 SIZE = 32
 

@@ -8,7 +8,7 @@ from kdcore.checkpoint import load_weights
 from kdcore.config import TrainConfig
 from kdcore.engine import Trainer
 from kdcore.errors import TrainingError
-from tests.kdcore.toy import ToyImages, ToyTask, toy_loader
+from tests.kdcore.toy import TinyNet, ToyImages, ToyTask, toy_loader
 
 
 def make_model(seed: int = 0):
@@ -226,22 +226,6 @@ def test_clipping_bounds_the_gradient_norm_and_keeps_its_direction():
     # a bound above the gradient's norm leaves the step alone
     _, loose = sgd_update(plain_sgd(clip_grad_norm=float(gradient.norm()) * 2), n_items=8, batch_size=8)
     torch.testing.assert_close(loose, unclipped, rtol=0, atol=1e-7)
-
-
-class TinyNet(torch.nn.Module):
-    """The smallest model the engine accepts (a head it can find), so compiling stays quick."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                            torch.nn.Flatten())
-        self.classifier = torch.nn.Linear(4, 2)
-
-    def get_classifier(self):
-        return self.classifier
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
 
 
 def test_compiled_training_forward_matches_eager():
