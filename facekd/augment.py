@@ -39,7 +39,6 @@ __all__ = [
     "LandmarkHorizontalFlip",
     "PixelCentreResize",
     "build_train_augment",
-    "build_eval_transform",
     "augment_sample",
 ]
 
@@ -162,11 +161,6 @@ def build_train_augment(
         steps.append(A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=occlusion_size,
                                      hole_width_range=occlusion_size, fill=128, p=occlusion_p))
     return A.Compose(steps, keypoint_params=_keypoint_params())
-
-
-def build_eval_transform(size: int) -> A.Compose:
-    """Deterministic transform: only brings the crop to ``size`` x ``size`` (no-op if already there)."""
-    return A.Compose([PixelCentreResize(size)], keypoint_params=_keypoint_params())
 
 
 def augment_sample(transform: A.Compose, image: np.ndarray, points: np.ndarray,

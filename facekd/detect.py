@@ -24,7 +24,7 @@ import numpy as np
 
 from kdcore.errors import DataError, KDError
 
-__all__ = ["cascade_path", "detect_faces", "largest_face", "landmark_box_from_detection", "CASCADE_NAME",
+__all__ = ["cascade_path", "detect_faces", "landmark_box_from_detection", "CASCADE_NAME",
            "DETECTION_TO_LANDMARK_BOX", "FaceCandidate", "face_candidates", "best_face", "SIZE_WEIGHT"]
 
 Box = tuple[float, float, float, float]
@@ -164,14 +164,6 @@ def best_face(image: np.ndarray, source: str | os.PathLike = "the image") -> Fac
     if not found:
         raise DataError(f"no face found in {source} (pass the face box explicitly if the face is there)")
     return found[0]
-
-
-def largest_face(image: np.ndarray, source: str | os.PathLike = "the image") -> Box:
-    """The largest detected face box; raises :class:`DataError` ``"no face found in <source>"`` when none."""
-    boxes = detect_faces(image)
-    if not boxes:
-        raise DataError(f"no face found in {source} (pass the face box explicitly if the face is there)")
-    return boxes[0]
 
 
 def landmark_box_from_detection(box: Sequence[float]) -> Box:

@@ -24,8 +24,8 @@ import numpy as np
 
 from facekd.detect import CASCADE_NAME, DETECTION_TO_LANDMARK_BOX, detect_faces, landmark_box_from_detection
 from facekd.geometry import apply_affine, box_from_landmarks, crop_face
-from facekd.io import read_pts
 from facekd.metrics import nme
+from facekd.pts_files import read_pts
 from facekd.preprocess import normalize_rgb
 from facekd.schemes import get_scheme
 from kdcore.errors import DataError, KDError

@@ -1,7 +1,7 @@
 """Face crops as affine maps: original pixels -> model-input pixels, and back.
 
 Coordinates are 0-based pixel centres (pixel ``(0, 0)`` covers ``[-0.5, 0.5]^2``), the convention of
-``facekd.io``, OpenCV's ``warpAffine`` and albumentations' keypoints. A box is ``(x0, y0, x1, y1)`` in
+``facekd.pts_files``, OpenCV's ``warpAffine`` and albumentations' keypoints. A box is ``(x0, y0, x1, y1)`` in
 the same coordinates. A crop is the square of side ``max(w, h) * (1 + 2 * margin)`` centred on the box;
 the box centre lands on the crop centre ``((size - 1) / 2, (size - 1) / 2)``.
 

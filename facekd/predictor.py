@@ -23,7 +23,7 @@ import numpy as np
 
 from facekd.detect import FaceCandidate, best_face, face_candidates, landmark_box_from_detection
 from facekd.geometry import crop_face
-from facekd.io import write_pts
+from facekd.pts_files import write_pts
 from facekd.preprocess import normalize_rgb, to_image_points
 from kdcore.atomic import atomic_write_bytes
 from kdcore.errors import DataError, KDError

@@ -10,9 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .geometry import apply_affine, crop_face, invert_affine
+from .geometry import apply_affine, invert_affine
 
-__all__ = ["FACE_MEAN", "FACE_STD", "normalize_rgb", "face_input", "to_image_points"]
+__all__ = ["FACE_MEAN", "FACE_STD", "normalize_rgb", "to_image_points"]
 
 FACE_MEAN = (0.485, 0.456, 0.406)
 FACE_STD = (0.229, 0.224, 0.225)
@@ -24,12 +24,6 @@ def normalize_rgb(crop: np.ndarray, mean: Sequence[float] = FACE_MEAN, std: Sequ
         raise ValueError(f"expected an RGB crop (S, S, 3), got shape {crop.shape}")
     array = crop.astype(np.float32).transpose(2, 0, 1) * (1.0 / 255.0)
     return (array - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]
-
-
-def face_input(image: np.ndarray, box: Sequence[float], size: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """The model input for the face in ``box`` and the (2, 3) matrix mapping image pixels to crop pixels."""
-    crop, matrix = crop_face(image, box, size=size, margin=margin)
-    return normalize_rgb(crop), matrix
 
 
 def to_image_points(output: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:

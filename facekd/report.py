@@ -26,7 +26,7 @@ from kdcore.stats import fold_summary
 
 from .report_html import draw_overlays, render_report
 
-__all__ = ["build_report", "FaceReport", "landmark_metrics", "MODEL_ORDER", "METRICS", "THRESHOLD"]
+__all__ = ["build_report", "FaceReport", "LandmarkPredictions", "landmark_metrics", "MODEL_ORDER", "METRICS", "THRESHOLD"]
 
 MODEL_ORDER = ("tough", "tolerant", "student", "baseline")
 METRICS = ("nme", "fr", "auc")

@@ -16,7 +16,7 @@ from .config import OCTRecipe
 from .data import OCTDataset, load_oct_dataset
 from .privacy import Redactor, hash_ids_enabled, patient_hasher, privacy_key, pseudonymise
 
-__all__ = ["resolve_data", "prepare_dataset", "build_manifest", "write_dataset_index", "volume_options"]
+__all__ = ["resolve_data", "prepare_dataset", "build_manifest", "write_dataset_index", "volume_options", "item_files"]
 log = get_logger(__name__)
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 __all__ = ["ECE_BINS", "MACRO_METRICS", "CLASS_METRICS", "check_inputs", "confusion", "ovr_auc",
-           "expected_calibration_error", "reliability_bins", "roc_curves", "classification_metrics",
+           "reliability_bins", "roc_curves", "classification_metrics",
            "flat_metrics"]
 
 ECE_BINS = 15
@@ -89,12 +89,6 @@ def _top_label(targets: np.ndarray, probs: np.ndarray, n_bins: int) -> tuple[np.
     inner_edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
     bins = np.searchsorted(inner_edges, confidence, side="left")  # (lo, hi] bins
     return confidence, correct, bins
-
-
-def expected_calibration_error(targets, probs, n_bins: int = ECE_BINS) -> float:
-    """Top-label ECE with ``n_bins`` equal-width bins (see the module docstring)."""
-    t, p = check_inputs(targets, probs)
-    return _ece(t, p, n_bins)
 
 
 def _ece(t: np.ndarray, p: np.ndarray, n_bins: int) -> float:

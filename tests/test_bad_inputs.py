@@ -15,7 +15,7 @@ from PIL import Image
 
 import facekd.cli
 import medkd.cli
-from facekd.io import write_pts
+from facekd.pts_files import write_pts
 from medkd.synth import write_synthetic_oct
 from tests.medkd.tiny import write_tiny_recipe
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from kdcore.errors import DataError
 from kdcore.textfiles import utf8_error
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 
 from .records import FaceRecord, ItemError, check_landmarks, image_size, split_message
 

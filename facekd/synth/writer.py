@@ -24,7 +24,7 @@ import numpy as np
 from kdcore.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from kdcore.errors import ConfigError, DataError
 from kdcore.seeding import derive_seed
-from facekd.io import write_pts
+from facekd.pts_files import write_pts
 from facekd.synth.appearance import Appearance
 from facekd.synth.render import Difficulty, render_face, sample_face_params, sample_subject
 from facekd.synth.shape import Identity

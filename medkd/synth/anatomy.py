@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LAYERS", "Anatomy", "ScanGeometry", "Layers", "sample_anatomy", "scan_geometry", "build_layers"]
+__all__ = ["LAYERS", "INDEX", "Anatomy", "ScanGeometry", "Layers", "sample_anatomy", "scan_geometry", "build_layers"]
 
 # (name, thickness as a fraction of the peripheral retinal thickness, reflectivity in dB below the RPE,
 # foveal keep factor). Values follow Spectralis B-scans (e.g. the OCT2017 samples): NFL about 17 dB under the

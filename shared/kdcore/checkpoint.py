@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from .atomic import atomic_open, atomic_torch_save, atomic_write_json
 from .errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "check_meta", "check_bound_meta",
+__all__ = ["read_meta", "save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "check_meta", "check_bound_meta",
            "BOUND_KEYS"]
 
 

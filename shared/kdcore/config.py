@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
-__all__ = ["TeacherCacheSection", 
+__all__ = ["read_yaml", "TeacherCacheSection", 
     "Section", "Field", "field_validator", "model_validator", "load_recipe", "validate_recipe", "parse_overrides", "apply_overrides",
     "TrainConfig", "SWAConfig", "CVConfig", "RuntimeConfig", "ConfigError", "Seed", "KeyedValueError",
 ]

@@ -1,5 +1,7 @@
 """Errors that reach the user as one clear line (the CLIs print them without a traceback)."""
 
+__all__ = ["KDError", "ConfigError", "DataError", "CheckpointError", "TrainingError"]
+
 
 class KDError(Exception):
     """Base class of every error caused by the user's input rather than a bug in this package."""

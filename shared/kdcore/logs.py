@@ -10,8 +10,8 @@ from typing import Iterable, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["setup_logging", "get_logger", "progress", "progress_enabled", "TensorBoardLogger", "add_log_redaction",
-           "redact_paths"]
+__all__ = ["setup_logging", "get_logger", "progress", "progress_enabled", "set_progress", "TensorBoardLogger",
+           "add_log_redaction", "redact_paths"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"

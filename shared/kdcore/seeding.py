@@ -12,7 +12,7 @@ import random
 
 import numpy as np
 
-__all__ = ["seed_everything", "derive_seed", "seed_worker", "make_generator", "rng_state", "set_rng_state"]
+__all__ = ["seed_everything", "derive_seed", "seed_worker", "rng_state", "set_rng_state"]
 
 
 def derive_seed(*parts: object) -> int:
@@ -65,14 +65,6 @@ def seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
-
-
-def make_generator(seed: int):
-    import torch
-
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator
 
 
 def rng_state() -> dict:

@@ -11,7 +11,7 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 
 from facekd.asm import ActiveShapeModel, similarity_align
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 
 LFPW = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "faces-lfpw"
 

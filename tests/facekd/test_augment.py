@@ -7,15 +7,22 @@ import random
 import numpy as np
 import pytest
 
-from facekd.augment import (LandmarkHorizontalFlip, augment_sample, build_eval_transform, build_train_augment,
+from facekd.augment import (LandmarkHorizontalFlip, PixelCentreResize, augment_sample, build_train_augment,
                             hflip_landmarks)
 from facekd.geometry import box_from_landmarks, crop_face
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from facekd.schemes import get_scheme
 from kdcore.images import read_image
 
 SIZE = 64
 OFF = dict(flip_p=0.0, affine_p=0.0, colour_p=0.0, blur_p=0.0, occlusion_p=0.0)
+
+
+def resize_only(size: int):
+    """The first step of every training augmentation, alone."""
+    import albumentations as A
+
+    return A.Compose([PixelCentreResize(size)], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
 
 
 def _only(**enabled) -> dict:
@@ -133,19 +140,19 @@ def test_occlusion_keeps_every_landmark():
 
 def test_no_op_settings_change_nothing(real_face):
     image, points = real_face
-    for transform in (build_train_augment(SIZE, get_scheme(68), **OFF), build_eval_transform(SIZE)):
+    for transform in (build_train_augment(SIZE, get_scheme(68), **OFF), resize_only(SIZE)):
         out_image, out_points = augment_sample(transform, image, points, 5)
         np.testing.assert_array_equal(out_image, image)
         np.testing.assert_allclose(out_points, points, atol=1e-4)  # albumentations keeps points as float32
 
 
-def test_eval_transform_resizes_with_pixel_centres():
+def test_resize_maps_pixel_centres():
     big = 128
     centre = (81.0, 30.0)
     yy, xx = np.mgrid[0:big, 0:big].astype(np.float64)
     image = np.repeat(np.round(250 * np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / 50.0))
                       .astype(np.uint8)[..., None], 3, axis=2)
-    out_image, out_points = augment_sample(build_eval_transform(SIZE), image, np.array([centre]), 0)
+    out_image, out_points = augment_sample(resize_only(SIZE), image, np.array([centre]), 0)
     assert out_image.shape == (SIZE, SIZE, 3)
     np.testing.assert_allclose(out_points[0], ((centre[0] + 0.5) / 2 - 0.5, (centre[1] + 0.5) / 2 - 0.5), atol=1e-4)
     np.testing.assert_allclose(out_points[0], _centroid(out_image), atol=0.1)

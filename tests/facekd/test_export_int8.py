@@ -14,7 +14,7 @@ from facekd.predictor import LandmarkDetector
 from kdcore.checkpoint import load_weights, read_meta, save_weights
 from kdcore.errors import KDError
 from kdcore.export import INT8_FILE
-from tests.facekd.test_export import make_face_run
+from tests.facekd.conftest import make_face_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

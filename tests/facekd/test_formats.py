@@ -31,7 +31,7 @@ def points(seed: int, n: int = 68, low: float = 5.0, high: float = 30.0) -> np.n
 
 
 def write_pts_text(path: Path, one_based: np.ndarray | list, n_points: int | None = None) -> None:
-    """Write a .pts by hand (not with facekd.io), coordinates exactly as given."""
+    """Write a .pts by hand (not with facekd.pts_files), coordinates exactly as given."""
     rows = [f"{x} {y}" for x, y in one_based]
     path.write_text(f"version: 1\nn_points: {len(rows) if n_points is None else n_points}\n{{\n"
                     + "\n".join(rows) + "\n}\n")

@@ -7,7 +7,7 @@ import pytest
 
 from facekd.geometry import (apply_affine, box_from_landmarks, crop_face, crop_matrix, invert_affine,
                              square_box)
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from kdcore.images import read_image
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from facekd.metrics import auc, ced_curve, failure_rate, nme, normaliser, per_landmark_error, point_errors
 from facekd.schemes import SCHEMES
 
@@ -25,7 +25,7 @@ def real_faces() -> tuple[list[Path], np.ndarray]:
 
 
 def _raw_points(path: Path) -> list[tuple[float, float]]:
-    """The .pts body parsed here directly (not through facekd.io), 1-based as on disk."""
+    """The .pts body parsed here directly (not through facekd.pts_files), 1-based as on disk."""
     lines = path.read_text().split("{")[1].split("}")[0].split("\n")
     return [tuple(map(float, line.split())) for line in lines if line.strip()]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from facekd.cli import main
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from kdcore.cv import load_manifest
 from tests.facekd.tiny import write_tiny_face_recipe
 
@@ -59,9 +59,60 @@ def test_predictions_are_in_original_pixels_with_ground_truth(tiny_run):
     assert int(row["width"]) == 128 and int(row["height"]) == 128
 
 
+def kept_model_points(folder, records, size: int, margin: float) -> np.ndarray:
+    """(N, K, 2) image-pixel predictions of the model a fold kept in ``folder``, on the evaluation crops."""
+    import torch
+
+    from facekd.formats import load_face_image
+    from facekd.geometry import box_from_landmarks, crop_face
+    from facekd.preprocess import normalize_rgb, to_image_points
+    from kdcore.checkpoint import load_weights
+    from kdcore.models import create_model
+
+    meta = json.loads((folder / "model.json").read_text())
+    model = create_model(meta["arch"], num_outputs=meta["num_outputs"], in_chans=meta["in_chans"])
+    model.load_state_dict(load_weights(folder / "model.safetensors"))
+    crops = [crop_face(load_face_image(r), box_from_landmarks(r.landmarks), size=size, margin=margin) for r in records]
+    with torch.no_grad():
+        out = model.eval()(torch.from_numpy(np.stack([normalize_rgb(crop) for crop, _ in crops]))).numpy()
+    return np.stack([to_image_points(o, matrix, size) for o, (_, matrix) in zip(out, crops)])
+
+
 def test_tolerant_teacher_learned_softened_targets(tiny_run):
-    done = json.loads((tiny_run / "folds" / "fold_0" / "tolerant" / "done.json").read_text())
-    assert 1 <= done["asm_components"] < 136
+    """The Tolerant teacher's targets are the ASM-softened shapes, the Tough teacher's the annotations: each kept
+    epoch was chosen by its inner-validation NME, which equals the kept model's error against those targets
+    (the ASM refitted here on the fold's training faces), not against the other ones."""
+    import yaml
+
+    from facekd.config import FaceRecipe
+    from facekd.formats import load_faces
+    from facekd.metrics import nme
+    from facekd.soft_targets import soften_records
+
+    recipe = FaceRecipe.model_validate(yaml.safe_load((tiny_run / "config.yaml").read_text()))
+    size, margin = recipe.data.image_size, recipe.data.crop_margin
+    records = load_faces(tiny_run / "data", "folder")
+    split = load_manifest(tiny_run / "folds.json").folds[0]
+    train = [r for r in records if r.subject in set(split.train)]
+    val = [r for r in records if r.subject in set(split.val)]
+    asm, (soft_train, soft_val) = soften_records(train, [val], recipe.asm, size, margin)
+    fold = tiny_run / "folds" / "fold_0"
+    assert json.loads((fold / "tolerant" / "done.json").read_text())["asm_components"] == asm.n_components_ < 136
+    annotated_train = np.stack([r.landmarks for r in train])
+    assert not np.allclose(soft_train, annotated_train, atol=0.1)  # softening moved the training targets
+
+    annotated_val = np.stack([r.landmarks for r in val])
+    errors = {}
+    for role in ("tough", "tolerant"):
+        points = kept_model_points(fold / role, val, size, margin)
+        chosen_by = json.loads((fold / role / "model.json").read_text())["best_score"]
+        errors[role] = (chosen_by, float(nme(points, soft_val).mean()), float(nme(points, annotated_val).mean()))
+    chosen_by, against_soft, against_annotations = errors["tolerant"]
+    assert chosen_by == pytest.approx(against_soft, rel=1e-5)
+    assert chosen_by != pytest.approx(against_annotations, rel=1e-3)
+    chosen_by, against_soft, against_annotations = errors["tough"]
+    assert chosen_by == pytest.approx(against_annotations, rel=1e-5)
+    assert chosen_by != pytest.approx(against_soft, rel=1e-3)
 
 
 def test_export_then_predict_on_real_photographs(tiny_run, tmp_path, shared_fixtures):

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from facekd.detect import CASCADE_NAME, detect_faces, landmark_box_from_detection, largest_face
+from facekd.detect import CASCADE_NAME, best_face, detect_faces, landmark_box_from_detection
 from facekd.export import export_run
 from facekd.geometry import box_from_landmarks, crop_face, crop_matrix
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from facekd.predictor import LandmarkDetector, predict_files
 from facekd.schemes import get_scheme
 from kdcore.checkpoint import load_weights
 from kdcore.errors import DataError, KDError
 from kdcore.images import read_image
 from kdcore.models import create_model
-from tests.facekd.test_export import make_face_run
+from tests.facekd.conftest import make_face_run
 
 SIZE = 32
 
@@ -98,7 +98,7 @@ def test_detector_finds_einstein(shared_fixtures):
     path = shared_fixtures / "faces-300w" / "einstein.jpg"
     image = read_image(path, "rgb")
     truth = box_from_landmarks(read_pts(path.with_suffix(".pts")))
-    x0, y0, x1, y1 = largest_face(image, path)
+    x0, y0, x1, y1 = best_face(image, path).box
     centre = ((truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2)
     assert x0 < centre[0] < x1 and y0 < centre[1] < y1
     assert iou(landmark_box_from_detection((x0, y0, x1, y1)), truth) > 0.5
@@ -118,7 +118,7 @@ def test_no_face_is_a_clear_error(export, tmp_path):
     cv2.imwrite(str(blank), np.full((200, 240, 3), 127, np.uint8))
     assert detect_faces(np.full((200, 240), 127, np.uint8)) == []
     with pytest.raises(DataError, match="no face found in the image"):
-        largest_face(np.full((200, 240, 3), 127, np.uint8))
+        best_face(np.full((200, 240, 3), 127, np.uint8))
     with pytest.raises(DataError, match="no face found in .*blank.png"):
         LandmarkDetector.load(export[0]).predict(blank)
     with pytest.raises(DataError, match="no face found in .*blank.png"):

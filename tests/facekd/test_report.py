@@ -225,7 +225,7 @@ def test_partial_run_lists_the_missing_fold(tmp_path):
 
 
 def test_overlays_on_real_faces(tmp_path, shared_fixtures):
-    from facekd.io import read_pts
+    from facekd.pts_files import read_pts
 
     root = shared_fixtures / "faces-lfpw"
     faces = sorted(p for p in root.glob("*.png") if p.with_suffix(".pts").exists())

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from facekd.schemes import SCHEMES, LandmarkScheme, get_scheme
 from kdcore.images import read_image
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.spatial import procrustes
 
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from facekd.synth import (Difficulty, FaceParams, Pose, render_face, sample_face_params, sample_subject,
                           subject_params, write_synthetic_faces)
 from facekd.synth.shape import MEAN_SHAPE, build_face, project, Expression

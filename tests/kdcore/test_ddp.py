@@ -145,8 +145,7 @@ def _train_with_rank_dependent_validation(rank: int, store: str, out: str) -> No
     from kdcore.config import TrainConfig
     from kdcore.engine import Trainer
     from kdcore.sampling import SeededSampler
-    from tests.kdcore.test_engine import TinyNet
-    from tests.kdcore.toy import ToyImages
+    from tests.kdcore.toy import TinyNet, ToyImages
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
                             timeout=timedelta(seconds=20))

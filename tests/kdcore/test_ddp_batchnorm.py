@@ -8,26 +8,12 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from kdcore.config import TrainConfig
-from tests.kdcore.toy import ToyImages, ToyTask
+from tests.kdcore.toy import BatchNormNet, ToyImages, ToyTask
 
 # A small learning rate keeps the per-rank BatchNorm of the training forward (each rank normalises its half of
 # the batch) from mattering; the statistics SWA recomputes at the end are what this test is about.
 CONFIG = dict(epochs=3, lr=1e-3, batch_size=8, freeze_backbone_epochs=1,
               swa={"enabled": True, "start_epoch": 1, "lr": 1e-3})
-
-
-class BatchNormNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                      nn.Flatten())
-        self.classifier = nn.Linear(6, 2)
-
-    def get_classifier(self):
-        return self.classifier
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
 
 
 def train(rank: int, world: int, out: str, store: str | None = None) -> None:

@@ -104,8 +104,7 @@ def _train_with_nan_on_rank_one(rank: int) -> str:
     from kdcore.engine import Trainer
     from kdcore.errors import TrainingError
     from kdcore.sampling import SeededSampler
-    from tests.kdcore.test_engine import TinyNet
-    from tests.kdcore.toy import ToyImages, ToyTask
+    from tests.kdcore.toy import TinyNet, ToyImages, ToyTask
 
     torch.manual_seed(0)
     task = ToyTask(ToyImages(8, seed=1), nan_at_call=3 if rank == 1 else None)

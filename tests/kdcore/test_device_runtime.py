@@ -89,7 +89,7 @@ def test_per_gpu_batch_that_divides_is_kept(monkeypatch):
 
 
 def test_sync_batchnorm_converts_before_the_optimizer_is_built(monkeypatch):
-    from tests.kdcore.test_ddp_batchnorm import BatchNormNet
+    from tests.kdcore.toy import BatchNormNet
 
     monkeypatch.setattr(trainer_module, "is_distributed", lambda: True)
     model = BatchNormNet()

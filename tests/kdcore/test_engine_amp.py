@@ -15,8 +15,7 @@ from kdcore.config import TrainConfig
 from kdcore.engine import Trainer
 from kdcore.errors import TrainingError
 from kdcore.seeding import rng_state, set_rng_state
-from tests.kdcore.test_engine import TinyNet
-from tests.kdcore.toy import ToyImages, ToyTask, toy_loader
+from tests.kdcore.toy import TinyNet, ToyImages, ToyTask, toy_loader
 
 CPU = torch.device("cpu")
 

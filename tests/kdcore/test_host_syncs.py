@@ -15,8 +15,7 @@ from kdcore.engine import Trainer, build_scheduler
 from kdcore.engine.syncs import count_host_syncs
 from kdcore.losses import DKDLoss, KDLoss, NKDLoss, WithHardLabel
 from kdcore.teacher import FrozenTeacher
-from tests.kdcore.test_engine import TinyNet
-from tests.kdcore.toy import ToyImages, toy_loader
+from tests.kdcore.toy import TinyNet, ToyImages, toy_loader
 
 PER_EPOCH = 1
 

@@ -1,4 +1,4 @@
-"""A tiny classification problem and task for engine tests (not a test module)."""
+"""A tiny classification problem, task and models for engine tests (not a test module)."""
 
 from __future__ import annotations
 
@@ -61,3 +61,35 @@ class ToyTask:
 
 def toy_loader(dataset: ToyImages, seed: int = 0, batch_size: int = 8) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=SeededSampler(len(dataset), seed=seed))
+
+
+class TinyNet(torch.nn.Module):
+    """The smallest model the engine accepts (a head it can find), so compiling stays quick."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                            torch.nn.Flatten())
+        self.classifier = torch.nn.Linear(4, 2)
+
+    def get_classifier(self):
+        return self.classifier
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class BatchNormNet(torch.nn.Module):
+    """TinyNet with a BatchNorm layer: what SyncBatchNorm and the SWA statistics update act on."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.BatchNorm2d(6), torch.nn.ReLU(),
+                                            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.classifier = torch.nn.Linear(6, 2)
+
+    def get_classifier(self):
+        return self.classifier
+
+    def forward(self, x):
+        return self.classifier(self.features(x))

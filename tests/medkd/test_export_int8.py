@@ -12,7 +12,7 @@ from kdcore.export import export_int8, load_runner
 from medkd.cli import main
 from medkd.export import export_run
 from medkd.predictor import OCTClassifier
-from tests.medkd.test_export import make_oct_run
+from tests.medkd.conftest import make_oct_run
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

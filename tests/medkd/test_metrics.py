@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
-from medkd.metrics import (classification_metrics, confusion, expected_calibration_error, flat_metrics, ovr_auc,
-                           reliability_bins, roc_curves)
+from medkd.metrics import classification_metrics, confusion, flat_metrics, ovr_auc, reliability_bins, roc_curves
 
 
 def one_hot_probs(preds, n_classes, top=0.8):
@@ -75,22 +74,26 @@ def test_undefined_values_are_none_and_macro_refuses_partial_classes():
     assert only["per_class"]["B"]["specificity"] is None
 
 
+def ece(targets, probs) -> float:
+    return classification_metrics(targets, probs, ["A", "B"])["ece"]
+
+
 def test_ece_zero_for_perfectly_calibrated_bins():
     # 10 predictions at confidence 0.8 with 8 right, 5 at 0.6 with 3 right: accuracy equals confidence per bin
     targets = np.array([0] * 8 + [1] * 2 + [0] * 3 + [1] * 2)
     probs = np.array([[0.8, 0.2]] * 10 + [[0.6, 0.4]] * 5)
-    assert expected_calibration_error(targets, probs) == pytest.approx(0.0, abs=1e-12)
+    assert ece(targets, probs) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ece_of_overconfident_set():
     # always 0.9 confident, right half the time: gap 0.4 in the only occupied bin
     targets = np.array([0, 1] * 10)
     probs = np.array([[0.9, 0.1]] * 20)
-    assert expected_calibration_error(targets, probs) == pytest.approx(0.4)
+    assert ece(targets, probs) == pytest.approx(0.4)
     # two bins: 0.9 (4 of 4 right, gap 0.1) and 0.55 (1 of 4 right, gap 0.3) -> (4*0.1 + 4*0.3) / 8
     targets = np.array([0, 0, 0, 0, 0, 1, 1, 1])
     probs = np.array([[0.9, 0.1]] * 4 + [[0.55, 0.45]] * 4)
-    assert expected_calibration_error(targets, probs) == pytest.approx(0.2)
+    assert ece(targets, probs) == pytest.approx(0.2)
 
 
 def test_reliability_bins_edges_and_counts():

@@ -1,7 +1,11 @@
 """End to end: `medkd run` on a tiny synthetic dataset, then the files a user and a reviewer rely on."""
 
+import contextlib
 import csv
+import hashlib
+import inspect
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,11 +18,42 @@ MODELS = ("teacher", "student", "baseline")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def teacher_loads() -> list[dict]:
+    """Every teacher checkpoint a student loaded while :func:`recording_teacher_loads` was on."""
+    return []
+
+
+@contextlib.contextmanager
+def recording_teacher_loads(loads: list[dict]):
+    """Record each teacher a student loads: its file, the digest of the bytes loaded, and the metadata the student
+    asked it to have (``FrozenTeacher.from_weights`` is the one door through which a student gets a teacher)."""
+    from kdcore.teacher import FrozenTeacher
+
+    original = FrozenTeacher.from_weights.__func__
+    signature = inspect.signature(original)
+
+    def recording(cls, *args, **kwargs):
+        bound = signature.bind(cls, *args, **kwargs).arguments
+        path = Path(bound["path"])
+        loads.append({"path": path, "sha256": sha256(path), "expected": dict(bound["expected"])})
+        return original(cls, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FrozenTeacher, "from_weights", classmethod(recording))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, teacher_loads):
     folder = tmp_path_factory.mktemp("medkd_run")
     recipe = write_tiny_recipe(folder)
-    assert main(["run", str(recipe), "--out", str(folder / "run")]) == 0
+    with recording_teacher_loads(teacher_loads):
+        assert main(["run", str(recipe), "--out", str(folder / "run")]) == 0
     return folder / "run"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_report_has_every_key_for_all_three_models(tiny_run):
@@ -51,12 +86,27 @@ def test_one_manifest_with_disjoint_test_patients_shared_by_all_models(tiny_run)
             assert not (folder / "last.pt").exists()
 
 
-def test_teacher_keeps_its_swa_average_and_students_know_their_teacher(tiny_run):
+def test_teacher_keeps_its_swa_average(tiny_run):
     meta = json.loads((tiny_run / "folds" / "fold_0" / "teacher" / "model.json").read_text())
     assert meta["kept"] == "swa"
     profile = json.loads((tiny_run / "model_profile.json").read_text())
     assert profile["teacher"]["params"] > profile["student"]["params"]
     assert profile["student"]["latency_ms"]["median_ms"] > 0
+
+
+def test_students_know_their_teacher(tiny_run, teacher_loads):
+    """Each fold's student was distilled from that fold's teacher: the weights it loaded are the bytes of
+    ``fold_k/teacher/model.safetensors``, and it asked for a teacher of fold k on this run's folds."""
+    manifest = load_manifest(tiny_run / "folds.json")
+    expected_files = [tiny_run / "folds" / f"fold_{split.fold}" / "teacher" / "model.safetensors"
+                      for split in manifest.folds]
+    assert [load["path"] for load in teacher_loads] == expected_files
+    for split, load in zip(manifest.folds, teacher_loads):
+        assert load["sha256"] == sha256(load["path"])
+        assert load["expected"]["fold"] == split.fold and load["expected"]["manifest"] == manifest.sha
+        assert load["expected"]["role"] == "teacher"
+        meta = json.loads((load["path"].parent / "model.json").read_text())
+        assert (meta["fold"], meta["manifest"], meta["role"]) == (split.fold, manifest.sha, "teacher")
 
 
 def test_run_folder_records_environment_and_streams(tiny_run):
@@ -74,12 +124,27 @@ def test_report_rebuilds_identically_from_files(tiny_run):
     assert (tiny_run / "report.json").read_text() == before
 
 
-def test_reusing_the_out_folder_needs_resume(tiny_run, capsys):
+def fold_files(run: Path) -> dict[str, tuple[int, str]]:
+    return {str(p.relative_to(run)): (p.stat().st_mtime_ns, sha256(p)) for p in sorted((run / "folds").rglob("*"))
+            if p.is_file()}
+
+
+def training_records(run: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [r for r in records if r.get("split") == "train"]
+
+
+def test_reusing_the_out_folder_needs_resume(tiny_run, teacher_loads, capsys):
     recipe = tiny_run.parent / "tiny_oct.yaml"
     assert main(["run", str(recipe), "--out", str(tiny_run)]) == 2
     assert "--resume" in capsys.readouterr().err
-    # with --resume everything is already complete: nothing is retrained
-    assert main(["run", str(recipe), "--out", str(tiny_run), "--resume"]) == 0
+    # with --resume everything is already complete: nothing is retrained, reloaded or rewritten
+    files, trained, loads = fold_files(tiny_run), training_records(tiny_run), []
+    with recording_teacher_loads(loads):
+        assert main(["run", str(recipe), "--out", str(tiny_run), "--resume"]) == 0
+    assert fold_files(tiny_run) == files
+    assert training_records(tiny_run) == trained
+    assert loads == []
 
 
 def test_fold_jobs_on_two_machines_merge_into_the_same_report(tiny_run, tmp_path, capsys):

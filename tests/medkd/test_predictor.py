@@ -17,7 +17,7 @@ from kdcore.models import create_model
 from medkd.export import export_run
 from medkd.predictor import OCTClassifier, predict_files
 from medkd.preprocess import preprocess
-from tests.medkd.test_export import CLASSES, make_oct_run
+from tests.medkd.conftest import CLASSES, make_oct_run
 
 SIZE = 48
 

@@ -16,7 +16,7 @@ from medkd.export import export_run
 from medkd.predictor import OCTClassifier
 from medkd.volume_predict import aggregate_probabilities
 from tests.medkd.dicom_opt import real_or_synthetic_bscans, write_opt
-from tests.medkd.test_export import CLASSES, make_oct_run
+from tests.medkd.conftest import CLASSES, make_oct_run
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 

@@ -16,7 +16,7 @@ from .runtime import machine_info, measure_latency_ms, onnx_runner, package_vers
 from .sidecar import SIDECAR, write_sidecar
 from .torchscript import export_torchscript
 
-__all__ = ["export_model", "measure_export_latency"]
+__all__ = ["export_model", "measure_export_latency", "parse_formats"]
 
 
 def export_model(model: Any, inputs: np.ndarray, out_dir: str | os.PathLike, contract: Mapping[str, Any], *,

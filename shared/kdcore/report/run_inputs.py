@@ -25,7 +25,7 @@ from ..errors import DataError
 from ..predictions import read_predictions
 from ..run_folder import Coverage, RunDir
 
-__all__ = ["RunInputs", "read_run", "read_json", "read_log_records", "audit_summary", "audit_lines", "profile_rows",
+__all__ = ["RunInputs", "read_run", "audit_section", "csv_text", "safe_name", "read_json", "read_log_records", "audit_summary", "audit_lines", "profile_rows",
            "PROFILE_HEADER", "json_safe", "write_report", "training_event_notes"]
 
 PROFILE_HEADER = ["model", "architecture", "parameters (M)", "GFLOPs", "latency median (ms, batch 1)", "input"]
