@@ -1,0 +1,137 @@
+"""Which detected face to predict on, by evidence, and when to say "no face found".
+
+Every cascade candidate (:func:`facekd.detect.face_candidates`) is predicted on, with its mirror, by the
+landmark model, and gets a **face score**::
+
+    face score = ln(merged neighbour windows)                         the cascade's evidence
+                 + PLAUSIBILITY_WEIGHT * plausibility                 the landmark model's (facekd.plausibility)
+
+The candidate chosen is the one with the best face score plus the cascade ranking's size term
+(``SIZE_WEIGHT * ln(side / largest side)``, :mod:`facekd.detect`); a candidate whose face score is below
+``REFUSE_BELOW`` scores like clutter and is refused: no landmarks are predicted on it, and an image whose
+candidates are all refused gets "no face found". The plausibility only counts when the model is informative
+(:class:`PlausibilityGate`): with an untrained or unrelated model the face score is the cascade's alone.
+
+Example:
+    >>> import numpy as np
+    >>> from facekd.predictor import LandmarkDetector
+    >>> detector = LandmarkDetector.load("exports/face-student")            # doctest: +SKIP
+    >>> faces = assess_faces(detector, np.zeros((64, 64, 3), np.uint8))     # doctest: +SKIP
+    >>> faces                                                                 # doctest: +SKIP
+    []
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from facekd.detect import SIZE_WEIGHT, FaceCandidate, face_candidates, landmark_box_from_detection
+from facekd.plausibility import (DISAGREEMENT_FACE, RESIDUAL_FACE, Plausibility, face_shape_model,
+                                 mirror_disagreement, plausibility_evidence, shape_residual)
+
+if TYPE_CHECKING:
+    from facekd.predictor import LandmarkDetector
+
+__all__ = ["FaceChoice", "assess_faces", "model_is_informative", "PLAUSIBILITY_WEIGHT", "REFUSE_BELOW"]
+
+Box = tuple[float, float, float, float]
+
+PLAUSIBILITY_WEIGHT = 0.5
+REFUSE_BELOW = 1.2
+GATE_FACES = 6
+GATE_ERROR = 0.15
+
+
+@dataclass(frozen=True)
+class FaceChoice:
+    """One candidate with the landmark model's answer on it: ``box`` is the landmark box predicted in,
+    ``points`` the (K, 2) landmarks (the mirror average with ``tta``), ``face_score`` as in the module text,
+    ``accepted`` whether it scores above clutter."""
+
+    candidate: FaceCandidate
+    box: Box
+    points: np.ndarray
+    plausibility: Plausibility
+    face_score: float
+    rank_score: float
+    accepted: bool
+
+    def to_dict(self) -> dict:
+        return {**self.candidate.to_dict(), "landmark_box": [round(v, 2) for v in self.box],
+                "face_score": round(self.face_score, 3), "rank_score": round(self.rank_score, 3),
+                "cascade_score": round(math.log(max(self.candidate.neighbors, 1)), 3),
+                **self.plausibility.to_dict(), "accepted": self.accepted}
+
+
+_informative: "weakref.WeakKeyDictionary[LandmarkDetector, bool]" = weakref.WeakKeyDictionary()
+
+
+def model_is_informative(detector: "LandmarkDetector") -> bool:
+    """Whether the model's plausibility means anything: on ``GATE_FACES`` synthetic faces with known points
+    (:mod:`facekd.synth`, fixed seed, boxes jittered off the points) its predictions must follow the face
+    (median error below ``GATE_ERROR`` of the box side), be face shapes (median residual below
+    ``RESIDUAL_FACE``) and agree with their mirror (median disagreement below ``DISAGREEMENT_FACE``).
+    An untrained network fails all three, a constant one the first. Asked once per detector."""
+    if detector in _informative:
+        return _informative[detector]
+    from facekd.geometry import box_from_landmarks
+    from facekd.synth.render import Difficulty, render_face, sample_face_params, sample_subject
+
+    shape_model = face_shape_model(detector.n_points)
+    rng = np.random.default_rng(0)
+    residuals, disagreements, errors = [], [], []
+    for _ in range(GATE_FACES):
+        identity, appearance = sample_subject(rng)
+        image, truth = render_face(sample_face_params(rng, Difficulty(clutter=0.3), identity, appearance), rng,
+                                   (160, 160))
+        if detector.n_points != len(truth):
+            break  # no synthetic faces of this scheme: judge by nothing, use nothing
+        # A box shifted and scaled off the face: a model that only echoes its box (a constant output) misses.
+        x0, y0, x1, y1 = box_from_landmarks(truth)
+        side = max(x1 - x0, y1 - y0)
+        dx, dy = rng.uniform(-0.12, 0.12, 2) * side
+        grow = rng.uniform(-0.1, 0.1) * side
+        box = (x0 + dx - grow, y0 + dy - grow, x1 + dx + grow, y1 + dy + grow)
+        points, mirrored = detector.predict_pair(image, box)
+        if mirrored is None:
+            break
+        residuals.append(shape_residual(points, shape_model) if shape_model is not None else 0.0)
+        disagreements.append(mirror_disagreement(points, mirrored, box))
+        errors.append(float(np.linalg.norm(points - truth, axis=1).mean()) / side)
+    verdict = len(errors) == GATE_FACES and float(np.median(residuals)) < RESIDUAL_FACE \
+        and float(np.median(disagreements)) < DISAGREEMENT_FACE and float(np.median(errors)) < GATE_ERROR
+    _informative[detector] = verdict
+    return verdict
+
+
+def assess_faces(detector: "LandmarkDetector", rgb: np.ndarray, candidates: Sequence[FaceCandidate] | None = None,
+                 tta: bool = False) -> list[FaceChoice]:
+    """Every candidate with its landmarks and face score, best first (accepted ones before refused ones)."""
+    if candidates is None:
+        candidates = face_candidates(rgb)
+    if not candidates:
+        return []
+    informative = model_is_informative(detector)
+    shape_model = face_shape_model(detector.n_points)
+    largest = max(c.box[2] - c.box[0] for c in candidates)
+    out = []
+    for candidate in candidates:
+        box = landmark_box_from_detection(candidate.box)
+        points, mirrored = detector.predict_pair(rgb, box, mirror=True)
+        residual = shape_residual(points, shape_model) if shape_model is not None else None
+        disagreement = mirror_disagreement(points, mirrored, box) if mirrored is not None else None
+        evidence = plausibility_evidence(residual, disagreement) if informative else 0.0
+        plausibility = Plausibility(residual, disagreement, evidence, informative)
+        face_score = math.log(max(candidate.neighbors, 1)) + PLAUSIBILITY_WEIGHT * evidence
+        side = candidate.box[2] - candidate.box[0]
+        rank_score = face_score + SIZE_WEIGHT * math.log(side / largest)
+        if tta and mirrored is not None:
+            points = (points + mirrored) / 2.0
+        out.append(FaceChoice(candidate, box, points, plausibility, face_score, rank_score,
+                              face_score >= REFUSE_BELOW))
+    return sorted(out, key=lambda f: (not f.accepted, -f.rank_score, -(f.box[2] - f.box[0])))
