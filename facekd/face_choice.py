@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from facekd.detect import SIZE_WEIGHT, FaceCandidate, face_candidates, landmark_box_from_detection
-from facekd.plausibility import (DISAGREEMENT_FACE, RESIDUAL_FACE, Plausibility, face_shape_model,
+from facekd.plausibility import (DISAGREEMENT_FACE, FOLLOWING_FACE, RESIDUAL_FACE, Plausibility, box_following, face_shape_model,
                                  mirror_disagreement, plausibility_evidence, shape_residual)
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ Box = tuple[float, float, float, float]
 PLAUSIBILITY_WEIGHT = 0.5
 REFUSE_BELOW = 1.2
 GATE_FACES = 6
-GATE_ERROR = 0.15
 
 
 @dataclass(frozen=True)
@@ -73,10 +72,11 @@ _informative: "weakref.WeakKeyDictionary[LandmarkDetector, bool]" = weakref.Weak
 
 def model_is_informative(detector: "LandmarkDetector") -> bool:
     """Whether the model's plausibility means anything: on ``GATE_FACES`` synthetic faces with known points
-    (:mod:`facekd.synth`, fixed seed, boxes jittered off the points) its predictions must follow the face
-    (median error below ``GATE_ERROR`` of the box side), be face shapes (median residual below
-    ``RESIDUAL_FACE``) and agree with their mirror (median disagreement below ``DISAGREEMENT_FACE``).
-    An untrained network fails all three, a constant one the first. Asked once per detector."""
+    (:mod:`facekd.synth`, fixed seed, boxes from their points) its predictions must stay on the face when the box
+    moves (median :func:`~facekd.plausibility.box_following` below ``FOLLOWING_FACE``), be face shapes (median
+    residual below ``RESIDUAL_FACE``) and agree with their mirror (median disagreement below
+    ``DISAGREEMENT_FACE``). An untrained network fails, and so does one that draws the same shape in every box.
+    Asked once per detector."""
     if detector in _informative:
         return _informative[detector]
     from facekd.geometry import box_from_landmarks
@@ -84,29 +84,23 @@ def model_is_informative(detector: "LandmarkDetector") -> bool:
 
     shape_model = face_shape_model(detector.n_points)
     rng = np.random.default_rng(0)
-    residuals, disagreements, errors = [], [], []
+    measures = []
     for _ in range(GATE_FACES):
         identity, appearance = sample_subject(rng)
-        image, truth = render_face(sample_face_params(rng, Difficulty(clutter=0.3), identity, appearance), rng,
-                                   (160, 160))
+        image, truth = render_face(sample_face_params(rng, Difficulty(), identity, appearance), rng, (160, 160))
         if detector.n_points != len(truth):
             break  # no synthetic faces of this scheme: judge by nothing, use nothing
-        # A box shifted and scaled off the face: a model that only echoes its box (a constant output) misses.
-        x0, y0, x1, y1 = box_from_landmarks(truth)
-        side = max(x1 - x0, y1 - y0)
-        dx, dy = rng.uniform(-0.12, 0.12, 2) * side
-        grow = rng.uniform(-0.1, 0.1) * side
-        box = (x0 + dx - grow, y0 + dy - grow, x1 + dx + grow, y1 + dy + grow)
+        box = box_from_landmarks(truth)
         points, mirrored = detector.predict_pair(image, box)
         if mirrored is None:
             break
-        residuals.append(shape_residual(points, shape_model) if shape_model is not None else 0.0)
-        disagreements.append(mirror_disagreement(points, mirrored, box))
-        errors.append(float(np.linalg.norm(points - truth, axis=1).mean()) / side)
-    verdict = len(errors) == GATE_FACES and float(np.median(residuals)) < RESIDUAL_FACE \
-        and float(np.median(disagreements)) < DISAGREEMENT_FACE and float(np.median(errors)) < GATE_ERROR
-    _informative[detector] = verdict
-    return verdict
+        following = box_following(lambda b: detector.predict_pair(image, b, mirror=False)[0], box, points)
+        residual = shape_residual(points, shape_model) if shape_model is not None else 0.0
+        measures.append((following, residual, mirror_disagreement(points, mirrored, box)))
+    verdict = len(measures) == GATE_FACES and all(
+        m < limit for m, limit in zip(np.median(measures, axis=0), (FOLLOWING_FACE, RESIDUAL_FACE, DISAGREEMENT_FACE)))
+    _informative[detector] = bool(verdict)
+    return bool(verdict)
 
 
 def assess_faces(detector: "LandmarkDetector", rgb: np.ndarray, candidates: Sequence[FaceCandidate] | None = None,
@@ -125,8 +119,9 @@ def assess_faces(detector: "LandmarkDetector", rgb: np.ndarray, candidates: Sequ
         points, mirrored = detector.predict_pair(rgb, box, mirror=True)
         residual = shape_residual(points, shape_model) if shape_model is not None else None
         disagreement = mirror_disagreement(points, mirrored, box) if mirrored is not None else None
-        evidence = plausibility_evidence(residual, disagreement) if informative else 0.0
-        plausibility = Plausibility(residual, disagreement, evidence, informative)
+        following = box_following(lambda b: detector.predict_pair(rgb, b, mirror=False)[0], box, points)
+        evidence = plausibility_evidence(residual, disagreement, following) if informative else 0.0
+        plausibility = Plausibility(residual, disagreement, following, evidence, informative)
         face_score = math.log(max(candidate.neighbors, 1)) + PLAUSIBILITY_WEIGHT * evidence
         side = candidate.box[2] - candidate.box[0]
         rank_score = face_score + SIZE_WEIGHT * math.log(side / largest)

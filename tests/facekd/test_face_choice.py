@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -13,8 +14,8 @@ from facekd.detect import face_candidates, landmark_box_from_detection
 from facekd.face_choice import REFUSE_BELOW, assess_faces, model_is_informative
 from facekd.geometry import box_from_landmarks
 from facekd.io import read_pts
-from facekd.plausibility import (RESIDUAL_FACE, face_shape_model, mirror_disagreement, plausibility_evidence,
-                                 shape_residual)
+from facekd.plausibility import (DISAGREEMENT_FACE, FOLLOWING_FACE, RESIDUAL_FACE, box_following,
+                                 face_shape_model, mirror_disagreement, plausibility_evidence, shape_residual)
 from facekd.predictor import LandmarkDetector, predict_files
 from facekd.schemes import get_scheme
 from facekd.synth.shape import MEAN_SHAPE
@@ -28,9 +29,25 @@ def test_mirror_disagreement_by_hand():
     points = np.array([[10.0, 10.0], [20.0, 10.0]])
     # one point 3-4-5 away, one in place: mean 2.5 pixels over a box of side 50
     assert mirror_disagreement(points, points + [[3.0, 4.0], [0.0, 0.0]], (0, 0, 50, 50)) == pytest.approx(0.05)
-    assert plausibility_evidence(None, 0.1) == 0.0
-    assert plausibility_evidence(RESIDUAL_FACE / 2, 0.05) == pytest.approx(2.0)
-    assert plausibility_evidence(RESIDUAL_FACE * 100, 10.0) == -4.0  # each measure clipped at -2
+
+
+
+def test_plausibility_evidence_by_hand():
+    assert plausibility_evidence(None, None, FOLLOWING_FACE) == 0.0
+    assert plausibility_evidence(None, None, FOLLOWING_FACE / 2) == pytest.approx(1.0)
+    assert plausibility_evidence(None, None, -0.3) == 2.0  # points moving against the shift: anchored, clipped
+    # tidy shapes and mirror agreement add nothing (a trained model draws them on clutter too) ...
+    assert plausibility_evidence(RESIDUAL_FACE / 8, DISAGREEMENT_FACE / 8, FOLLOWING_FACE) == 0.0
+    # ... shapes beyond any real face's count against, each clipped at -2
+    assert plausibility_evidence(RESIDUAL_FACE * 2, DISAGREEMENT_FACE, FOLLOWING_FACE) == pytest.approx(-1.0)
+    assert plausibility_evidence(RESIDUAL_FACE * 100, DISAGREEMENT_FACE * 100, 10.0) == -6.0
+
+
+def test_box_following_by_hand():
+    box = (10.0, 20.0, 50.0, 60.0)  # side 40: shifts of 6 pixels
+    half = lambda b: np.array([[30.0, 40.0]]) + 0.5 * (np.array(b[:2]) - [10.0, 20.0])  # noqa: E731
+    assert box_following(half, box, half(box)) == pytest.approx(0.5)
+    assert box_following(half, box, half(box), shift=0.3) == pytest.approx(0.5)
 
 
 def test_shape_residual_is_scale_and_pose_free():
@@ -69,3 +86,79 @@ def test_untrained_model_is_uninformative_and_adds_nothing(export):  # noqa: F81
     for face in assess_faces(detector, np.dstack([image] * 3)):
         assert face.plausibility.evidence == 0.0 and not face.plausibility.informative
         assert face.face_score == pytest.approx(math.log(face.candidate.neighbors))
+
+
+@pytest.fixture(scope="module")
+def real_photos(shared_fixtures):
+    """(path, RGB, annotated landmark box, cascade candidates) of every real photograph, detected once."""
+    photos = sorted([*(shared_fixtures / "faces-lfpw").glob("*.png"), *(shared_fixtures / "faces-300w").glob("*.jpg")])
+    if len(photos) < 50:
+        pytest.skip("the real faces of ../shared/fixtures are incomplete")
+    out = []
+    for path in photos:
+        rgb = read_image(path, "rgb")
+        out.append((path, rgb, box_from_landmarks(read_pts(path.with_suffix(".pts"))), face_candidates(rgb)))
+    return out
+
+
+@pytest.mark.real_fixtures
+def test_choice_on_real_photographs_is_not_worse_than_the_cascade_ranking(export, real_photos):  # noqa: F811
+    """How often the annotated face is chosen (IoU > 0.3 of the chosen landmark box with the annotation's box), by
+    the cascade's ranking before the landmark model had a say and by the face score now, with the suite's tiny
+    export (untrained, hence uninformative: its plausibility must change nothing). Measured: 50 of 52 both ways,
+    and no real face refused. With a model that is informative the same count was measured outside the suite
+    (docs/face-choice.md)."""
+    detector = LandmarkDetector.load(export[0])
+    before = after = refused = 0
+    for _, rgb, truth, candidates in real_photos:
+        if candidates:
+            before += iou(landmark_box_from_detection(candidates[0].box), truth) > 0.3
+        accepted = [f for f in assess_faces(detector, rgb, candidates) if f.accepted]
+        if not accepted:
+            refused += 1
+            continue
+        after += iou(accepted[0].box, truth) > 0.3
+    assert before >= 0.95 * len(real_photos)
+    assert after >= before and refused == 0
+
+
+class _Oracle(LandmarkDetector):
+    """A landmark model that anchors on the one face it knows and, elsewhere, draws the mean face in the box it
+    is given: what a trained model does on a face and on clutter, without training one."""
+
+    face: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def predict_pair(self, image, box, mirror=True):
+        x0, y0, x1, y1 = self.face if iou(box, self.face) > 0.5 else box
+        points = (MEAN_SHAPE + 0.5) * [x1 - x0, y1 - y0] + [x0, y0]
+        return points, (points.copy() if mirror else None)
+
+
+def _texture(seed: int, size: int = 320) -> np.ndarray:
+    """Random blotches at three scales, grey, as RGB: the cascade finds 'faces' in some of them."""
+    rng = np.random.default_rng(seed)
+    image = sum(cv2.GaussianBlur(rng.normal(size=(size, size)), (0, 0), s) * s for s in (2, 6, 18))
+    grey = ((image - image.min()) / np.ptp(image) * 255).astype(np.uint8)
+    return np.dstack([grey] * 3)
+
+
+def test_clutter_is_refused_when_the_model_cannot_anchor_on_it(export, tmp_path, monkeypatch):  # noqa: F811
+    clutter = _texture(1)
+    candidates = face_candidates(clutter)
+    assert candidates, "the cascade no longer fires on this texture: pick another seed"
+    detector = _Oracle(LandmarkDetector.load(export[0])._run, LandmarkDetector.load(export[0]).contract)
+    monkeypatch.setattr("facekd.face_choice.model_is_informative", lambda d: True)
+    faces = assess_faces(detector, clutter)
+    assert faces and not any(f.accepted for f in faces)
+    assert all(f.plausibility.following == pytest.approx(1.0) and f.face_score < REFUSE_BELOW for f in faces)
+    path = tmp_path / "texture.png"
+    cv2.imwrite(str(path), clutter)
+    records = predict_files(detector, [path], tmp_path / "out")
+    assert records[0]["pts"] is None and records[0]["no_face"].startswith(f"no face found in {path}")
+    assert not list((tmp_path / "out").glob("*.pts"))
+    written = json.loads((tmp_path / "out" / "faces.json").read_text())["images"][0]
+    assert written["pts"] is None and len(written["refused"]) == len(candidates)
+    # the same candidate where the model anchors is a face, whatever the cascade's weak evidence
+    detector.face = faces[0].box
+    anchored = assess_faces(detector, clutter, candidates)
+    assert anchored[0].accepted and anchored[0].plausibility.following == pytest.approx(0.0)
