@@ -162,3 +162,22 @@ def test_clutter_is_refused_when_the_model_cannot_anchor_on_it(export, tmp_path,
     detector.face = faces[0].box
     anchored = assess_faces(detector, clutter, candidates)
     assert anchored[0].accepted and anchored[0].plausibility.following == pytest.approx(0.0)
+
+
+@pytest.mark.real_fixtures
+def test_cli_reports_no_face_per_image_and_fails_only_when_no_image_had_one(export, shared_fixtures, tmp_path,  # noqa: F811
+                                                                          capsys):
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 240, 3), 127, np.uint8))
+    out = tmp_path / "out"
+    assert main(["predict", str(export[0]), str(blank), "--out", str(out)]) == 1
+    assert f"no face found in {blank}" in capsys.readouterr().out.splitlines()
+    assert sorted(p.name for p in out.iterdir()) == ["faces.json"]
+    photo = shared_fixtures / "faces-300w" / "einstein.jpg"
+    assert main(["predict", str(export[0]), str(blank), str(photo), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"no face found in {blank}" and lines[1].startswith(f"{out / 'einstein.pts'}: face box")
+    faces = json.loads((out / "faces.json").read_text())["images"]
+    assert [f["pts"] for f in faces] == [None, str(out / "einstein.pts")]
+    chosen = faces[1]
+    assert len(chosen["box"]) == 4 and chosen["face"]["face_score"] >= REFUSE_BELOW and chosen["face"]["accepted"]
