@@ -216,6 +216,15 @@ FACES_JSON = "faces.json"
 
 def _write_faces_json(target: Path, records: list[dict[str, Any]]) -> None:
     """The batch's face choices beside the .pts files (chosen box, face score and its evidence per image, or
-    "no face found"): the .pts format has no place for them. Paths are written as given on the command line."""
-    rows = [{**r, "box": None if r["box"] is None else [round(float(v), 2) for v in r["box"]]} for r in records]
+    "no face found"): the .pts format has no place for them. Files are named, not located (no folder of the
+    machine in a file meant to be shared; stems are unique in a batch)."""
+    rows = []
+    for r in records:
+        row = {**r, "path": Path(r["path"]).name, "pts": None if r["pts"] is None else Path(r["pts"]).name,
+               "box": None if r["box"] is None else [round(float(v), 2) for v in r["box"]]}
+        if "overlay" in row:
+            row["overlay"] = Path(row["overlay"]).name
+        if row.get("no_face"):
+            row["no_face"] = row["no_face"].replace(r["path"], row["path"], 1)
+        rows.append(row)
     atomic_write_json(target, {"images": rows}, indent=1)

@@ -178,6 +178,7 @@ def test_cli_reports_no_face_per_image_and_fails_only_when_no_image_had_one(expo
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"no face found in {blank}" and lines[1].startswith(f"{out / 'einstein.pts'}: face box")
     faces = json.loads((out / "faces.json").read_text())["images"]
-    assert [f["pts"] for f in faces] == [None, str(out / "einstein.pts")]
+    assert [(f["path"], f["pts"]) for f in faces] == [("blank.png", None), ("einstein.jpg", "einstein.pts")]
+    assert faces[0]["no_face"] == "no face found in blank.png" and str(tmp_path) not in (out / "faces.json").read_text()
     chosen = faces[1]
     assert len(chosen["box"]) == 4 and chosen["face"]["face_score"] >= REFUSE_BELOW and chosen["face"]["accepted"]
