@@ -21,10 +21,11 @@ Two measures, both in units that do not depend on the image size:
   the one that separated faces from clutter on real photographs (see :mod:`facekd.face_choice`): a trained
   model draws a face-shaped, nearly mirror-symmetric set of points on clutter too, but cannot anchor it.
 
-What the model's measures are worth depends on the model, so :class:`PlausibilityGate` first asks it about faces
-whose points are known (synthetic faces of :mod:`facekd.synth`, drawn the same way on every call): a model whose
-predictions there are not face shapes, or disagree with their mirror, is *uninformative* and its plausibility
-is not used (``informative`` False in every record), so it can neither choose nor refuse a face.
+What the model's measures are worth depends on the model, so :func:`facekd.face_choice.model_is_informative`
+first asks it about faces whose points are known (synthetic faces of :mod:`facekd.synth`, drawn the same way on
+every call): a model whose predictions there follow the box, are not face shapes, or disagree with their mirror
+is *uninformative* and its plausibility is not used (``informative`` False in every record), so it can neither
+choose nor refuse a face.
 
 Example:
     >>> import numpy as np
