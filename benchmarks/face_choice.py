@@ -5,8 +5,8 @@ No trained landmark model ships with the project, so this trains two small ones 
 ../shared/fixtures (50 LFPW test faces and 2 of 300-W; research use only, never copied into the repository):
 each on one half, judged on the other half (held out). Then, per held-out photograph, every Haar candidate gets
 its face score, and the script prints how often the annotated face is chosen, how many real faces are refused,
-and how many of 40 random textures with cascade detections are refused (by both models), for the shipped weight and threshold
-and a small grid around them. About 20 minutes on two CPU cores.
+and how many of 40 random textures with cascade detections are refused (by both models), for the shipped
+weight and threshold and a small grid around them. About 20 minutes on two CPU cores.
 
     python benchmarks/face_choice.py [--steps 600] [--out face_choice.json]
 """

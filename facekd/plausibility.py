@@ -4,11 +4,11 @@ Two measures, both in units that do not depend on the image size:
 
 - ``shape_residual``: the predicted shape against a point distribution model of real-looking faces (our
   :class:`facekd.asm.ActiveShapeModel`, Procrustes-aligned, fitted on the statistical face model of
-  :mod:`facekd.synth.shape`, whose spreads follow the 300-W annotations). The residual is the RMS distance between
-  the aligned shape and its clipped reconstruction, divided by the shape's RMS radius. It needs no good landmark
-  model to mean something: it says whether *a shape* is a face shape (a real annotated 68-point face scores 0.04 to 0.18, a
-  scrambled one more than 1). Only the 68-point iBUG scheme has such a model; other schemes get
-  ``None``.
+  :mod:`facekd.synth.shape`, whose spreads follow the 300-W annotations). The residual is the RMS distance
+  between the aligned shape and its clipped reconstruction, divided by the shape's RMS radius. It needs no good
+  landmark model to mean something: it says whether *a shape* is a face shape (a real annotated 68-point face
+  scores 0.04 to 0.18, a scrambled one more than 1). Only the 68-point iBUG scheme has such a model; other
+  schemes get ``None``.
 - ``mirror_disagreement``: the mean distance between the prediction on the crop and the prediction on the
   mirrored crop flipped back (points relabelled by the scheme's ``flip_permutation``), divided by the side of the
   landmark box. A model that sees a face gives two nearly equal answers; on clutter its answers drift apart.

@@ -165,8 +165,8 @@ def test_clutter_is_refused_when_the_model_cannot_anchor_on_it(export, tmp_path,
 
 
 @pytest.mark.real_fixtures
-def test_cli_reports_no_face_per_image_and_fails_only_when_no_image_had_one(export, shared_fixtures, tmp_path,  # noqa: F811
-                                                                          capsys):
+def test_cli_reports_no_face_per_image_and_fails_only_without_any_face(export, shared_fixtures, tmp_path,  # noqa: F811
+                                                                        capsys):
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((200, 240, 3), 127, np.uint8))
     out = tmp_path / "out"
