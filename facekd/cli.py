@@ -50,11 +50,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     written = predict_files(detector, args.images, args.out, overlay=args.overlay, tta=args.tta,
                             all_faces=args.all_faces)
     for record in written:  # which box was chosen, and on what evidence
+        if record["pts"] is None:
+            print(record["no_face"])
+            continue
         face = record["face"]
         print(f"{record['pts']}: face box {face['box']}, face score {face['face_score']} "
-              f"({face['neighbors']} neighbours; {record['candidates']} candidate(s))")
-    print(f"wrote {len(written)} .pts file(s) to {args.out}")
-    return 0
+              f"({face['neighbors']} neighbours, plausibility {face['plausibility']}"
+              f"{'' if face['model_informative'] else ' (model uninformative: not used)'}; "
+              f"{record['candidates']} candidate(s))")
+    n_written = sum(r["pts"] is not None for r in written)
+    print(f"wrote {n_written} .pts file(s) to {args.out} (faces.json: chosen boxes and face scores)")
+    # Images without a face are reported, not fatal (as face_alignment and dlib return no face); a batch in
+    # which no image had one wrote nothing and fails.
+    return 0 if n_written else 1
 
 
 def _audit_arguments(p: argparse.ArgumentParser) -> None:

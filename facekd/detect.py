@@ -99,7 +99,8 @@ class FaceCandidate:
 # is gone; the two misses left are a second real face of the same size (image_0168) and a face the cascade
 # does not find at all (breakingbad). Level weights did not separate faces from clutter there (a true face at
 # 4.2 against clutter at 6.7), and neither score can refuse clutter without refusing real faces (Einstein's
-# face has 4 neighbours, as little as the weakest clutter), so every candidate is kept and ranked.
+# face has 4 neighbours, as little as the weakest clutter), so every candidate is kept and ranked here; the
+# landmark model's evidence and the refusal of clutter are in facekd.face_choice.
 SIZE_WEIGHT = 4.0
 
 

@@ -2,8 +2,9 @@
 
 The model sees a square crop around the face's landmark bounding box (plus the recipe's margin) and
 returns the K points in crop coordinates divided by the crop size; :class:`LandmarkDetector` maps them
-back to the original image's pixels. Without a box, the largest face found by OpenCV's Haar cascade is
-used, mapped onto a landmark box (:func:`facekd.detect.landmark_box_from_detection`).
+back to the original image's pixels. Without a box, the face is chosen among OpenCV's Haar candidates by
+the cascade's evidence and the model's own plausibility (:mod:`facekd.face_choice`), and a candidate that
+scores like clutter is refused ("no face found").
 
 Example:
     >>> detector = LandmarkDetector.load("exports/face-student")  # doctest: +SKIP
@@ -21,11 +22,11 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 import cv2
 import numpy as np
 
-from facekd.detect import FaceCandidate, best_face, face_candidates, landmark_box_from_detection
+from facekd.face_choice import assess_faces
 from facekd.geometry import crop_face
 from facekd.pts_files import write_pts
 from facekd.preprocess import normalize_rgb, to_image_points
-from kdcore.atomic import atomic_write_bytes
+from kdcore.atomic import atomic_write_bytes, atomic_write_json
 from kdcore.errors import DataError, KDError
 from kdcore.export import load_runner
 from kdcore.images import read_image
@@ -88,10 +89,13 @@ class LandmarkDetector:
         return cls(run, contract, backend)
 
     def face_box(self, image: ImageLike, source: str | os.PathLike | None = None) -> Box:
-        """The landmark box of the best-scoring detected face (see :func:`facekd.detect.face_candidates`);
-        :class:`DataError` ``no face found in ...`` if none."""
+        """The landmark box of the face chosen by evidence (:func:`facekd.face_choice.assess_faces`);
+        :class:`DataError` ``no face found in ...`` if no candidate scores above clutter."""
         where = source or (image if isinstance(image, (str, os.PathLike)) else "the image")
-        return landmark_box_from_detection(best_face(load_rgb(image), where).box)
+        faces = [f for f in assess_faces(self, load_rgb(image)) if f.accepted]
+        if not faces:
+            raise DataError(f"no face found in {where} (pass the face box explicitly if the face is there)")
+        return faces[0].box
 
     def crop(self, image: ImageLike, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         """``(model input (3, S, S), 2x3 original -> crop matrix)`` for the face in ``box``."""
@@ -112,23 +116,31 @@ class LandmarkDetector:
             image: a path or an RGB/greyscale uint8 array.
             box: the face's landmark bounding box ``(x0, y0, x1, y1)`` (e.g. from previous points); a face
                 detector's box must first go through :func:`facekd.detect.landmark_box_from_detection`.
-                None: the largest face of the Haar cascade.
+                None: the face chosen by evidence among the Haar cascade's candidates (:meth:`face_box`).
             tta: average with the prediction on the mirrored crop (left/right points swapped back).
         """
         rgb = load_rgb(image)
         if box is None:
             box = self.face_box(rgb, image if isinstance(image, (str, os.PathLike)) else None)
-        batch, matrix = self.crop(rgb, box)
+        if tta and self._flip is None:
+            raise KDError("this export has no flip_permutation: flip test-time augmentation is unavailable")
+        points, mirrored = self.predict_pair(rgb, box, mirror=tta)
+        return (points + mirrored) / 2.0 if tta else points
+
+    def predict_pair(self, image: ImageLike, box: Sequence[float],
+                     mirror: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(points, points of the mirrored crop flipped back)`` in the original image's pixels; the second is
+        None without ``mirror`` or when the export has no ``flip_permutation``."""
+        batch, matrix = self.crop(load_rgb(image), box)
         points = self._points(batch[None])
-        if tta:
+        mirrored = None
+        if mirror and self._flip is not None:
             from facekd.augment import hflip_landmarks  # albumentations: imported only when asked for
 
-            if self._flip is None:
-                raise KDError("this export has no flip_permutation: flip test-time augmentation is unavailable")
             size = self.input_size
-            mirrored = self._points(np.ascontiguousarray(batch[None, :, :, ::-1])) * size
-            points = (points + hflip_landmarks(mirrored, size, self._flip) / size) / 2.0
-        return to_image_points(points.reshape(-1), matrix, self.input_size)
+            flipped = self._points(np.ascontiguousarray(batch[None, :, :, ::-1])) * size
+            mirrored = to_image_points((hflip_landmarks(flipped, size, self._flip) / size).reshape(-1), matrix, size)
+        return to_image_points(points.reshape(-1), matrix, self.input_size), mirrored
 
 
 def draw_landmarks(image: np.ndarray, points: np.ndarray, box: Sequence[float] | None = None) -> np.ndarray:
@@ -146,10 +158,12 @@ def draw_landmarks(image: np.ndarray, points: np.ndarray, box: Sequence[float] |
 def predict_files(model: LandmarkDetector | str | os.PathLike, images: Iterable[str | os.PathLike],
                   out_dir: str | os.PathLike, overlay: bool = False, tta: bool = False,
                   all_faces: bool = False) -> list[dict[str, Any]]:
-    """Landmarks of the best-scoring face of each image (every face with ``all_faces``: ``<stem>_face<k>.pts``,
-    best first): ``out_dir/<stem>.pts`` (1-based, iBUG format) and, with ``overlay``,
-    ``out_dir/<stem>_landmarks.png``; each record names the chosen box and its face score. An image without a
-    face or unreadable stops with an error naming it; files already written for earlier images stay."""
+    """Landmarks of the face chosen by evidence in each image (every accepted face with ``all_faces``:
+    ``<stem>_face<k>.pts``, best first; :mod:`facekd.face_choice`): ``out_dir/<stem>.pts`` (1-based, iBUG
+    format) and, with ``overlay``, ``out_dir/<stem>_landmarks.png``; each record names the chosen box and its
+    face score, and ``out_dir/faces.json`` keeps them all. An image with no candidate above clutter gets a
+    record with ``pts`` None and ``no_face`` ("no face found in ...") and nothing written; the batch goes on.
+    An unreadable image stops with an error naming it; files already written for earlier images stay."""
     detector = model if isinstance(model, LandmarkDetector) else LandmarkDetector.load(model)
     paths = [Path(p) for p in images]
     if not paths:
@@ -164,20 +178,27 @@ def predict_files(model: LandmarkDetector | str | os.PathLike, images: Iterable[
     if out.exists() and not out.is_dir():
         raise KDError(f"{out}: exists and is not a folder (--out takes the folder for the .pts files)")
     out.mkdir(parents=True, exist_ok=True)
+    if tta and detector._flip is None:
+        raise KDError("this export has no flip_permutation: flip test-time augmentation is unavailable")
     results = []
     for path in paths:
         rgb = load_rgb(path)
-        candidates = face_candidates(rgb)
-        if not candidates:
-            raise DataError(f"no face found in {path} (pass the face box explicitly if the face is there)")
-        chosen = candidates if all_faces else candidates[:1]
+        faces = assess_faces(detector, rgb, tta=tta)
+        accepted = [f for f in faces if f.accepted]
+        if not accepted:
+            # one record, no .pts: the batch goes on (as face_alignment and dlib return no face, not an error)
+            results.append({"path": str(path), "pts": None, "box": None, "face": None, "candidates": len(faces),
+                            "refused": [f.to_dict() for f in faces],
+                            "no_face": f"no face found in {path}" + (
+                                f" ({len(faces)} candidate(s), each scoring like clutter)" if faces else "")})
+            continue
+        chosen = accepted if all_faces else accepted[:1]
         for k, face in enumerate(chosen):
             stem = f"{path.stem}_face{k}" if all_faces else path.stem
-            box = landmark_box_from_detection(face.box)
-            points = detector.predict(rgb, box=box, tta=tta)
+            box, points = face.box, face.points
             write_pts(out / f"{stem}.pts", points)
             record: dict[str, Any] = {"path": str(path), "pts": str(out / f"{stem}.pts"), "box": box,
-                                      "face": face.to_dict(), "candidates": len(candidates)}
+                                      "face": face.to_dict(), "candidates": len(faces)}
             if overlay:
                 target = out / f"{stem}_landmarks.png"
                 ok, encoded = cv2.imencode(".png", draw_landmarks(rgb, points, box))
@@ -186,4 +207,24 @@ def predict_files(model: LandmarkDetector | str | os.PathLike, images: Iterable[
                 atomic_write_bytes(target, encoded.tobytes())
                 record["overlay"] = str(target)
             results.append(record)
+    _write_faces_json(out / FACES_JSON, results)
     return results
+
+
+FACES_JSON = "faces.json"
+
+
+def _write_faces_json(target: Path, records: list[dict[str, Any]]) -> None:
+    """The batch's face choices beside the .pts files (chosen box, face score and its evidence per image, or
+    "no face found"): the .pts format has no place for them. Files are named, not located (no folder of the
+    machine in a file meant to be shared; stems are unique in a batch)."""
+    rows = []
+    for r in records:
+        row = {**r, "path": Path(r["path"]).name, "pts": None if r["pts"] is None else Path(r["pts"]).name,
+               "box": None if r["box"] is None else [round(float(v), 2) for v in r["box"]]}
+        if "overlay" in row:
+            row["overlay"] = Path(row["overlay"]).name
+        if row.get("no_face"):
+            row["no_face"] = row["no_face"].replace(r["path"], row["path"], 1)
+        rows.append(row)
+    atomic_write_json(target, {"images": rows}, indent=1)
