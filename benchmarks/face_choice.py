@@ -30,7 +30,7 @@ sys.path[:0] = [str(REPO), str(REPO / "shared")]
 from facekd import face_choice  # noqa: E402
 from facekd.detect import SIZE_WEIGHT  # noqa: E402
 from facekd.geometry import box_from_landmarks, crop_matrix  # noqa: E402
-from facekd.io import read_pts  # noqa: E402
+from facekd.pts_files import read_pts  # noqa: E402
 from facekd.predictor import LandmarkDetector  # noqa: E402
 from facekd.schemes import get_scheme  # noqa: E402
 from kdcore.images import read_image  # noqa: E402

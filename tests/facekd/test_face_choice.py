@@ -13,7 +13,7 @@ from facekd.cli import main
 from facekd.detect import face_candidates, landmark_box_from_detection
 from facekd.face_choice import REFUSE_BELOW, assess_faces, model_is_informative
 from facekd.geometry import box_from_landmarks
-from facekd.io import read_pts
+from facekd.pts_files import read_pts
 from facekd.plausibility import (DISAGREEMENT_FACE, FOLLOWING_FACE, RESIDUAL_FACE, box_following,
                                  face_shape_model, mirror_disagreement, plausibility_evidence, shape_residual)
 from facekd.predictor import LandmarkDetector, predict_files
