@@ -11,6 +11,7 @@ from torch import nn
 
 from ..features import POOLED, Projector
 from ._registry import register_loss
+from ._validation import compute_dtype
 
 __all__ = ["HintLoss"]
 
@@ -52,4 +53,4 @@ class HintLoss(nn.Module):
         if projected.shape != teacher_feature.shape:
             raise ValueError(f"projected student feature {tuple(projected.shape)} does not match the teacher "
                              f"feature {tuple(teacher_feature.shape)}")
-        return F.mse_loss(projected.float(), teacher_feature.float())
+        return F.mse_loss(compute_dtype(projected), compute_dtype(teacher_feature).to(compute_dtype(projected).dtype))

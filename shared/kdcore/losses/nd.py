@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import DataError
 from ..features import POOLED, FeatureTaps, Projector, pool_feature
 from ._registry import register_loss
+from ._validation import compute_dtype
 
 __all__ = ["NDLoss", "class_mean_embeddings"]
 
@@ -66,12 +67,12 @@ class NDLoss(nn.Module):
                 target: torch.Tensor) -> torch.Tensor:
         if self.class_means is None:
             raise RuntimeError("NDLoss.set_class_means(means) must be called before the first batch")
-        s = self.projector(pool_feature(student_embedding)).float()
-        t = pool_feature(teacher_embedding).float()
+        s = compute_dtype(self.projector(pool_feature(student_embedding)))
+        t = compute_dtype(pool_feature(teacher_embedding)).to(s.dtype)
         if s.shape != t.shape or s.shape[1] != self.class_means.shape[1]:
             raise ValueError(f"student embedding {tuple(s.shape)} (after projection), teacher embedding "
                              f"{tuple(t.shape)} and class means {tuple(self.class_means.shape)} must share the width")
-        centers = self.class_means.to(s.device)[target]
+        centers = self.class_means.to(s.device, s.dtype)[target]
         direction = centers / centers.norm(dim=1, keepdim=True)
         max_norm = torch.maximum(s.norm(dim=1), t.norm(dim=1))
         return (1.0 - (s * direction).sum(dim=1) / max_norm).mean()
