@@ -1,0 +1,65 @@
+"""The engine trains a task's auxiliary module (a feature loss's projector) with the model, checkpoints it, and
+never writes it into the model's weights."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdcore.checkpoint import load_checkpoint, load_weights
+from kdcore.config import TrainConfig
+from kdcore.engine import Trainer
+from kdcore.features import FeatureTaps
+from kdcore.losses import HintLoss
+from tests.kdcore.test_online import Net
+from tests.kdcore.toy import ToyImages, toy_loader
+
+
+class HintTask:
+    """CE plus a hint from a fixed random 'teacher feature' of width 5, through a learned projector."""
+
+    def __init__(self, model):
+        self.taps = FeatureTaps(model, ("pooled",))
+        self.auxiliary = HintLoss().bind((1, 3), (1, 5))
+        self.target_feature = torch.randn(5)
+
+    def loss(self, model, batch):
+        logits = model(batch["image"])
+        feature = self.taps["pooled"]
+        hint = self.auxiliary(feature, self.target_feature.expand(len(feature), 5))
+        return F.cross_entropy(logits, batch["target"]) + hint, {"hint": hint.detach()}
+
+    def validate(self, model):
+        return {"loss": 0.0}
+
+    def inputs(self, batch):
+        return batch["image"]
+
+
+def test_auxiliary_module_is_trained_checkpointed_and_not_exported(tmp_path, one_thread):
+    torch.manual_seed(0)
+    model = Net(3)
+    task = HintTask(model)
+    before = task.auxiliary.projector.layer.weight.detach().clone()
+    trainer = Trainer(model, TrainConfig(epochs=2, lr=5e-2), task, monitor="loss", mode="min",
+                      device=torch.device("cpu"), name="hint", fold=0, output_dir=tmp_path)
+    assert [g["name"] for g in trainer.optimizer.param_groups][-1] == "auxiliary"
+    state = {}
+    trainer._save_checkpoint = lambda s: state.update(payload=trainer.auxiliary.state_dict())  # noqa: E731
+    result = trainer.fit(toy_loader(ToyImages(16, seed=1)))
+    history = [h for h in result.history if h["split"] == "train"]
+    assert history[-1]["hint"] < history[0]["hint"]
+    assert not torch.equal(task.auxiliary.projector.layer.weight, before)  # the projector learnt
+    assert not any(k.startswith("projector") for k in load_weights(tmp_path / "model.safetensors"))
+    assert "projector.layer.weight" in state["payload"]
+
+
+def test_auxiliary_state_is_in_last_checkpoint(tmp_path, one_thread):
+    torch.manual_seed(0)
+    model = Net(3)
+    task = HintTask(model)
+    trainer = Trainer(model, TrainConfig(epochs=1, lr=5e-2), task, monitor="loss", mode="min",
+                      device=torch.device("cpu"), name="hint", fold=0, output_dir=tmp_path)
+    trainer.fit(toy_loader(ToyImages(8, seed=1)))
+    payload = load_checkpoint(tmp_path / "last.pt")
+    torch.testing.assert_close(payload["auxiliary"]["projector.layer.weight"], task.auxiliary.projector.layer.weight)
