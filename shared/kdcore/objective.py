@@ -341,6 +341,25 @@ class StudentObjective(nn.Module):
             teacher_shape, _ = _feature_shape(getattr(teacher, "model", teacher), self.teacher_feature_path, example)
         return self.bind(student_shape, teacher_shape, num_classes)
 
+    def tap(self, student: nn.Module) -> FeatureTaps | None:
+        """Hooks on the student for the features this objective needs (None when it needs none)."""
+        return FeatureTaps(student, (self.student_feature_path,)) if self.needs_student_features else None
+
+    def feature_kwargs(self, taps: FeatureTaps | None, teacher: Any = None) -> dict[str, torch.Tensor]:
+        """The ``student_features=`` / ``teacher_features=`` of the batch just run through the student (its
+        ``taps``) and the teacher (a :class:`~kdcore.teacher.FrozenTeacher` or
+        :class:`~kdcore.teacher_cache.CachedTeacher` built with ``features=(teacher_feature_path,)``)."""
+        kwargs: dict[str, torch.Tensor] = {}
+        if self.needs_student_features:
+            kwargs["student_features"] = taps[self.student_feature_path]
+        if self.needs_teacher_features:
+            features = getattr(teacher, "features", {})
+            if self.teacher_feature_path not in features:
+                raise ValueError(f"the teacher gave no {self.teacher_feature_path!r} feature: build it with "
+                                 f"features=({self.teacher_feature_path!r},)")
+            kwargs["teacher_features"] = features[self.teacher_feature_path]
+        return kwargs
+
     def set_class_means(self, means: torch.Tensor) -> None:
         """Give ND its class means (:func:`kdcore.losses.class_mean_embeddings` of the fold's training images)."""
         if not hasattr(self.feature_loss, "set_class_means"):

@@ -162,7 +162,8 @@ class OnlineTask:
         teacher_logits, student_logits = model(batch[self.image_key], both=True)
         teacher_logits, student_logits = teacher_logits.float(), student_logits.float()
         total, logs = self.objective(teacher_logits, student_logits, batch[self.target_key])
-        logs["teacher_agreement"] = (teacher_logits.detach().argmax(1) == student_logits.detach().argmax(1)).float().mean()
+        agreement = teacher_logits.detach().argmax(1) == student_logits.detach().argmax(1)
+        logs["teacher_agreement"] = agreement.float().mean()
         return total, logs
 
     def validate(self, model: nn.Module) -> dict[str, float]:
