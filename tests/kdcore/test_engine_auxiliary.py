@@ -63,3 +63,21 @@ def test_auxiliary_state_is_in_last_checkpoint(tmp_path, one_thread):
     trainer.fit(toy_loader(ToyImages(8, seed=1)))
     payload = load_checkpoint(tmp_path / "last.pt")
     torch.testing.assert_close(payload["auxiliary"]["projector.layer.weight"], task.auxiliary.projector.layer.weight)
+
+
+def test_resume_restores_the_auxiliary_module(tmp_path, one_thread):
+    config = TrainConfig(epochs=1, lr=5e-2)
+    torch.manual_seed(0)
+    model = Net(3)
+    first = HintTask(model)
+    Trainer(model, config, first, monitor="loss", mode="min", device=torch.device("cpu"), name="hint", fold=0,
+            output_dir=tmp_path).fit(toy_loader(ToyImages(8, seed=1)))
+    trained = first.auxiliary.projector.layer.weight.detach().clone()
+    torch.manual_seed(1)
+    model2 = Net(3)
+    second = HintTask(model2)  # a fresh projector
+    assert not torch.equal(second.auxiliary.projector.layer.weight, trained)
+    # the checkpoint is after the last planned epoch: fit() only restores it and finishes
+    Trainer(model2, config, second, monitor="loss", mode="min", device=torch.device("cpu"), name="hint", fold=0,
+            output_dir=tmp_path).fit(toy_loader(ToyImages(8, seed=1)))
+    torch.testing.assert_close(second.auxiliary.projector.layer.weight, trained)
