@@ -232,7 +232,7 @@ def resolve_feature_loss(feature_loss: str | None, feature_weight: float | None 
 
 def needs_teacher(section: DistillationSection) -> bool:
     """Whether a student section needs a teacher: False only for self-distillation (``kd_loss: uskd``)."""
-    return section.kd_loss not in self_distillation_losses() or section.feature_loss is not None
+    return section.kd_loss not in self_distillation_losses() or getattr(section, "feature_loss", None) is not None
 
 
 def validate_distillation_mode(mode: DistillationMode, section: DistillationSection,
@@ -258,7 +258,7 @@ def validate_distillation_mode(mode: DistillationMode, section: DistillationSect
         if kd_loss not in online_losses():
             raise KeyedValueError(f"{section_key}.kd_loss", f"distillation: online trains teacher and student "
                                   f"together with {' or '.join(online_losses())}, not {kd_loss!r}")
-        if section.feature_loss is not None:
+        if getattr(section, "feature_loss", None) is not None:
             raise KeyedValueError(f"{section_key}.feature_loss", "feature losses are not supported with "
                                   "distillation: online (use offline distillation)")
     elif mode != "offline":
