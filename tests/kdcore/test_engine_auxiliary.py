@@ -81,3 +81,36 @@ def test_resume_restores_the_auxiliary_module(tmp_path, one_thread):
     Trainer(model2, config, second, monitor="loss", mode="min", device=torch.device("cpu"), name="hint", fold=0,
             output_dir=tmp_path).fit(toy_loader(ToyImages(8, seed=1)))
     torch.testing.assert_close(second.auxiliary.projector.layer.weight, trained)
+
+
+def _train_hint_on_rank(rank: int, store: str, out: str) -> None:
+    from datetime import timedelta
+
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader
+
+    from kdcore.sampling import SeededSampler
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=30))
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        model = Net(3)
+        task = HintTask(model)  # same seed: the same projector and target feature on both ranks
+        trainer = Trainer(model, TrainConfig(epochs=1, lr=5e-2), task, monitor="loss", mode="min",
+                          device=torch.device("cpu"), name="hint", fold=0)
+        data = ToyImages(16, seed=rank)  # different images per rank: different local gradients
+        trainer.fit(DataLoader(data, batch_size=4, sampler=SeededSampler(len(data), seed=0, rank=rank,
+                                                                          world_size=2)))
+        torch.save(task.auxiliary.state_dict(), f"{out}/aux{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_auxiliary_gradients_are_averaged_across_ddp_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_train_hint_on_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    first, second = (torch.load(tmp_path / f"aux{r}.pt") for r in (0, 1))
+    torch.testing.assert_close(first["projector.layer.weight"], second["projector.layer.weight"], rtol=0, atol=0)
