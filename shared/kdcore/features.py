@@ -1,9 +1,10 @@
 """Named intermediate outputs by forward hooks (never by rewriting ``forward``), and the learned projector that
 maps a student feature onto a teacher feature's shape.
 
-``"pooled"`` is the pooled embedding a timm model feeds its classifier (the input of ``get_classifier()``); any
-other name is a module path of ``model.named_modules()`` (e.g. ``"layer3"``, ``"blocks.5"``), recorded as that
-module's output.
+``"pooled"`` is the pooled embedding a timm model feeds its classifier (the input of ``get_classifier()``);
+``"stage:<i>"`` the output of stage ``i`` of timm's ``model.feature_info`` (``"stage:-2"``: the penultimate stage,
+USKD's feature); any other name is a module path of ``model.named_modules()`` (e.g. ``"layer3"``, ``"blocks.5"``),
+recorded as that module's output.
 
 Example:
     >>> import torch, timm
@@ -29,13 +30,15 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["FeatureTaps", "Projector", "POOLED", "resolve_module", "pool_feature"]
+__all__ = ["FeatureTaps", "Projector", "POOLED", "PENULTIMATE_STAGE", "resolve_module", "pool_feature"]
 
 POOLED = "pooled"
+PENULTIMATE_STAGE = "stage:-2"
 
 
 def resolve_module(model: nn.Module, path: str) -> nn.Module:
-    """The sub-module of ``model`` at ``path`` (``"pooled"`` = its classifier, whose input is recorded).
+    """The sub-module of ``model`` at ``path`` (``"pooled"`` = its classifier, whose input is recorded;
+    ``"stage:<i>"`` = the module of ``model.feature_info[i]``).
 
     Raises:
         ConfigError: unknown path, naming it and the closest module paths.
@@ -46,6 +49,14 @@ def resolve_module(model: nn.Module, path: str) -> nn.Module:
             raise ConfigError(f"feature 'pooled': {type(model).__name__} has no classifier (get_classifier()) whose "
                               "input is the pooled embedding; name a module path instead")
         return classifier
+    if path.startswith("stage:"):
+        info = getattr(model, "feature_info", None)
+        try:
+            path = info[int(path[len("stage:"):])]["module"]
+        except (TypeError, ValueError, IndexError, KeyError):
+            stages = len(info) if isinstance(info, (list, tuple)) else 0
+            raise ConfigError(f"feature {path!r}: {type(model).__name__} has {stages} stages in feature_info "
+                              "(timm models); use an index in range, 'pooled' or a module path") from None
     modules = dict(model.named_modules())
     module = modules.get(path) if path else None
     if module is None:

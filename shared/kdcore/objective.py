@@ -22,7 +22,8 @@ Resolution (what ``config`` prints and ``config.yaml`` records):
 Beyond logits (issue 13; all default off, so a section without these keys builds the objective of before):
 
 * ``feature_loss``: ``nd`` or ``hint`` (:func:`kdcore.losses.feature_losses`), a term on the student's and the
-  teacher's ``feature_path`` outputs (``"pooled"`` or a module path), ``+ feature_weight * feature(s_f, t_f, y)``
+  teacher's ``feature_path`` outputs (``"pooled"``, ``"stage:<i>"`` or a module path; None = the loss's own),
+  ``+ feature_weight * feature(s_f, t_f, y)``
   (``feature_weight`` None = the paper's: ND's ``nd_loss_factor`` 1.0, FitNets 1.0); ``feature_params`` are the
   loss's arguments, checked like ``kd_loss_params``.
 * ``kd_loss: uskd``: self-distillation, no teacher (:func:`needs_teacher`); its feature is ``feature_path``.
@@ -74,13 +75,13 @@ PUBLISHED_WEIGHTS: dict[str, tuple[float, float]] = {
     "uskd": (1.0, 1.0),  # cls_KD USKD: label CE plus USKD (its alpha/beta/mu inside)
     "dml": (1.0, 1.0),  # DML: L_C + D_KL(p2 || p1)
 }
+PUBLISHED_WARMUP: dict[str, float] = {"dkd": 20.0}  # mdistiller DKD.WARMUP
 PUBLISHED_FEATURE_WEIGHTS: dict[str, float] = {"nd": 1.0, "hint": 1.0}  # ND's nd_loss_factor; FitNets' hint
 
 
 def student_losses() -> list[str]:
     """Names accepted as ``kd_loss``: the distillation losses and the teacher-free (self-distillation) ones."""
     return sorted(set(distillation_losses()) | set(self_distillation_losses()))
-PUBLISHED_WARMUP: dict[str, float] = {"dkd": 20.0}  # mdistiller DKD.WARMUP
 
 
 def _loss_parameters(name: str) -> dict[str, inspect.Parameter]:
@@ -163,7 +164,8 @@ class DistillationSection(Section):
     feature_loss: str | None = Field(None, description="nd | hint: a term on intermediate features; None = off")
     feature_weight: float | None = Field(None, ge=0, description="weight of the feature term; None = published")
     feature_params: dict[str, float] = Field(default_factory=dict, description="extra arguments of feature_loss")
-    feature_path: str = Field(POOLED, description="student feature: 'pooled' (classifier input) or a module path")
+    feature_path: str | None = Field(None, description="student feature: 'pooled', 'stage:<i>' or a module path; "
+                                                       "None = the loss's (uskd stage:-2, else pooled)")
     teacher_feature_path: str | None = Field(None, description="teacher feature; None = feature_path")
 
     @field_validator("kd_loss")
@@ -190,6 +192,9 @@ class DistillationSection(Section):
                                       f"train.epochs ({epochs}): the distillation weight would never reach kd_weight")
         resolved.update(resolve_feature_loss(self.feature_loss, self.feature_weight, self.feature_params,
                                              kd_loss=self.kd_loss))
+        owner = self.kd_loss if self.kd_loss in self_distillation_losses() else resolved["feature_loss"]
+        if self.feature_path is None and owner is not None:  # unused (no feature term): stays None
+            resolved["feature_path"] = getattr(_LOSSES[owner], "feature_path", POOLED)
         for key, value in resolved.items():
             if getattr(self, key) != value:
                 # Not a validated assignment: that would re-enter this validator. The values are checked above.
@@ -435,5 +440,5 @@ def build_student_objective(section: DistillationSection) -> StudentObjective:
     return StudentObjective(distill, section.ce_weight, section.kd_weight, section.kd_warmup_epochs or 0.0,
                             feature_loss=feature_loss,
                             feature_weight=1.0 if section.feature_weight is None else section.feature_weight,
-                            student_feature_path=getattr(section, "feature_path", POOLED),
+                            student_feature_path=getattr(section, "feature_path", None) or POOLED,
                             teacher_feature_path=getattr(section, "teacher_feature_path", None))

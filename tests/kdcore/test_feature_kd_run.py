@@ -55,7 +55,8 @@ def run(tmp_path, section, teacher_net=None):
         objective.set_class_means(class_mean_embeddings(teacher, DataLoader(train, batch_size=8), n_classes=2))
     before = {k: v.clone() for k, v in student.state_dict().items()}
     task = ObjectiveTask(objective, student, teacher)
-    trainer = Trainer(student, TrainConfig(epochs=2, lr=3e-2, warmup_epochs=0), task, monitor="loss", mode="min", device=torch.device("cpu"), name="s", fold=0, output_dir=tmp_path)
+    trainer = Trainer(student, TrainConfig(epochs=2, lr=3e-2, warmup_epochs=0), task, monitor="loss", mode="min",
+                      device=torch.device("cpu"), name="s", fold=0, output_dir=tmp_path)
     result = trainer.fit(toy_loader(train, batch_size=8))
     saved = load_weights(tmp_path / "model.safetensors")
     assert set(saved) == set(before)  # no projector, weak classifier or class means in the student's weights
@@ -72,5 +73,5 @@ def test_offline_nd_run(tmp_path, one_thread):
 
 
 def test_teacher_free_uskd_run(tmp_path, one_thread):
-    result, objective = run(tmp_path, Student(kd_loss="uskd"))
+    result, objective = run(tmp_path, Student(kd_loss="uskd", feature_path="pooled"))  # Net has no stages
     assert objective.distill.fc.in_features == 3 and not objective.uses_teacher

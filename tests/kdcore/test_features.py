@@ -40,6 +40,15 @@ def test_module_path_records_that_module_output():
     assert not model._forward_hooks and not model.layer2._forward_hooks  # the context removed them
 
 
+def test_stage_paths_follow_timm_feature_info():
+    model = timm.create_model("resnet10t", num_classes=3).eval()
+    with FeatureTaps(model, ("stage:-2", "layer3")) as taps:
+        model(torch.randn(1, 3, 32, 32))
+        torch.testing.assert_close(taps["stage:-2"], taps["layer3"])
+    with pytest.raises(ConfigError, match="feature 'stage:9': ResNet has 5 stages"):
+        FeatureTaps(model, ("stage:9",))
+
+
 def test_unknown_path_names_it_and_close_matches():
     model = timm.create_model("resnet10t", num_classes=3)
     with pytest.raises(ConfigError, match=r"feature 'layer5': no module at this path in ResNet \(closest: layer"):

@@ -24,7 +24,7 @@ class Recipe(Section):
 
 def test_defaults_build_the_objective_of_before():
     section = Student()
-    assert (section.feature_loss, section.feature_params, section.feature_path) == (None, {}, "pooled")
+    assert (section.feature_loss, section.feature_params, section.feature_path) == (None, {}, None)
     objective = build_student_objective(section)
     assert objective.feature_loss is None and not objective.has_parameters and objective.uses_teacher
     torch.manual_seed(0)
@@ -38,6 +38,8 @@ def test_feature_keys_resolve_to_published_weights():
     assert Student(feature_loss="nd").feature_weight == 1.0
     assert Student(feature_loss="hint", feature_weight=0.5).feature_weight == 0.5
     assert Student(feature_loss="hint", feature_path="layer3").teacher_feature_path is None
+    assert Student(feature_loss="nd").feature_path == "pooled"
+    assert Student(kd_loss="uskd").feature_path == "stage:-2"  # the authors' penultimate stage
 
 
 @pytest.mark.parametrize("section, message", [
@@ -62,12 +64,14 @@ def test_uskd_needs_no_teacher_and_trains_its_weak_classifier():
     student = timm.create_model("resnet10t", num_classes=3)
     objective = build_student_objective(section).bind_models(student, None, torch.zeros(2, 3, 32, 32))
     assert not objective.uses_teacher and objective.has_parameters
-    assert isinstance(objective.distill, USKDLoss) and objective.distill.fc.in_features == 512
-    taps = FeatureTaps(student, (objective.student_feature_path,))
+    assert isinstance(objective.distill, USKDLoss) and objective.distill.fc.in_features == 256  # layer3 of 4
+    taps = objective.tap(student)
     images, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
     logits = student(images)
-    value = objective(logits, None, y, student_features=taps["pooled"])
-    expected = F.cross_entropy(logits, y) + objective.distill(logits, y, taps["pooled"])
+    feature = taps["stage:-2"]
+    assert feature.shape[:2] == (4, 256)
+    value = objective(logits, None, y, student_features=feature)
+    expected = F.cross_entropy(logits, y) + objective.distill(logits, y, feature)
     assert float(value.detach()) == pytest.approx(float(expected.detach()))
     value.backward()
     assert objective.distill.fc.weight.grad is not None and student.fc.weight.grad is not None

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..features import pool_feature
+from ..features import PENULTIMATE_STAGE, pool_feature
 from ._registry import register_loss
 from ._validation import check_logits, check_non_negative, check_target, compute_dtype, non_target_logits
 
@@ -34,9 +34,11 @@ class USKDLoss(nn.Module):
 
     Call ``loss(student_logits, target, feature)`` with (B, C) logits, (B,) labels and the student's
     intermediate feature, (B, D) or (B, D, H, W) (pooled by averaging). ``uses_teacher`` is False: no teacher
-    is needed. ``uses_feature`` is True: the student must expose ``feature`` (``feature_path``, e.g. the
-    third stage as in the paper's ResNets). The weak classifier is created by :meth:`bind` from the feature
-    width and the number of classes before training; it is part of the loss, not of the student.
+    is needed. ``uses_feature`` is True: the student must expose ``feature`` (``feature_path``: by default the
+    penultimate stage, as the authors' distiller, ``neck(stage[-2])``). The label cross-entropy is the
+    objective's (the authors keep the head's loss beside USKD: weights 1 : 1). The weak classifier is created
+    by :meth:`bind` from the feature width and the number of classes before training; it is part of the loss,
+    not of the student.
 
     Example:
         >>> loss = USKDLoss().bind(in_features=8, num_classes=3)
@@ -48,7 +50,7 @@ class USKDLoss(nn.Module):
     uses_teacher = False
     uses_feature = True
     needs_teacher_features = False
-    feature_path = "pooled"  # default tap of the student; the paper used a middle stage
+    feature_path = PENULTIMATE_STAGE  # the authors' fea_mid: the pooled output of the penultimate stage
 
     def __init__(self, alpha: float = 1.0, beta: float = 0.1, mu: float = 0.005) -> None:
         super().__init__()
