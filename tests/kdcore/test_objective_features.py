@@ -12,6 +12,7 @@ from kdcore.features import FeatureTaps
 from kdcore.losses import HintLoss, KDLoss, USKDLoss
 from kdcore.objective import (DistillationSection, StudentObjective, build_student_objective, needs_teacher,
                               validate_distillation_mode)
+from kdcore.teacher import FrozenTeacher
 
 
 class Student(DistillationSection):
@@ -122,3 +123,23 @@ def test_distillation_mode_accepts():
     validate_distillation_mode("offline", Student(kd_loss="uskd"))
     validate_distillation_mode("online", Student(kd_loss="dml"))
     validate_distillation_mode("online", Student(kd_loss="bdkd"))
+
+
+def test_feature_terms_under_bfloat16_autocast_are_float32_and_finite():
+    torch.manual_seed(0)
+    student = timm.create_model("resnet10t", num_classes=3)
+    teacher = FrozenTeacher(timm.create_model("test_efficientnet", num_classes=3), amp_dtype=torch.bfloat16,
+                            features=("pooled",))
+    images, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    for section in (Student(feature_loss="hint"), Student(feature_loss="nd"), Student(kd_loss="uskd")):
+        objective = build_student_objective(section).bind_models(student, teacher, images)
+        if section.feature_loss == "nd":
+            objective.set_class_means(torch.randn(3, 256))
+        taps = objective.tap(student)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = student(images)
+            teacher_logits = teacher(images) if objective.uses_teacher else None
+            value = objective(logits, teacher_logits, y, **objective.feature_kwargs(taps, teacher))
+        assert value.dtype == torch.float32 and torch.isfinite(value), section.kd_loss
+        value.backward()
+        taps.remove()
