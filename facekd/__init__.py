@@ -10,32 +10,12 @@ Example:
     >>> from facekd import LandmarkDetector, run_pipeline
 """
 
-from __future__ import annotations
+from kdcore.front_door import front_door as _front_door
 
-import importlib as _importlib
-from typing import Any as _Any
-
-# Public name -> the module that owns it (imported on first attribute access, PEP 562).
-_LAZY = {
+# Public name -> the module that owns it (imported on first attribute access).
+__all__, __getattr__, __dir__ = _front_door(__name__, {
     "run_pipeline": ".pipeline",
     "LandmarkDetector": ".predictor",
     "FaceRecipe": ".config",
     "main": ".cli",
-}
-
-__all__ = ["run_pipeline", "LandmarkDetector", "FaceRecipe", "main", "__version__"]
-
-
-def __getattr__(name: str) -> _Any:
-    if name == "__version__":  # one version for the whole distribution: kdcore reads it from the metadata
-        value: _Any = _importlib.import_module("kdcore").__version__
-    elif name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+})
