@@ -1,13 +1,7 @@
 """facekd: facial landmark regression distilled with Fard & Mahoor's KD-Loss, on the kdcore engine.
 
-The names a user starts from are importable from here; they are loaded on first use, so ``import facekd`` stays
-cheap (no torch until one of them is touched).
-
-Example:
-    >>> import facekd
-    >>> sorted(facekd.__all__)
-    ['FaceRecipe', 'LandmarkDetector', '__version__', 'main', 'run_pipeline']
-    >>> from facekd import LandmarkDetector, run_pipeline
+``run_pipeline``, ``FaceRecipe``, ``LandmarkDetector`` and ``main`` are importable from here and load when first
+touched, e.g. ``facekd.LandmarkDetector.load("exports/300w").predict("photo.jpg")``.
 """
 
 from kdcore.front_door import front_door as _front_door

@@ -1,13 +1,10 @@
 """medkd: retinal OCT B-scan classification distilled after KD-OCT, on the kdcore engine.
 
-The names a user starts from are importable from here; they are loaded on first use, so ``import medkd`` stays
-cheap (no torch until one of them is touched).
+Front door (names load on first use; no torch until then):
 
-Example:
-    >>> import medkd
-    >>> sorted(medkd.__all__)
-    ['OCTClassifier', 'OCTRecipe', '__version__', 'main', 'run_pipeline']
-    >>> from medkd import OCTClassifier, run_pipeline
+    >>> from medkd import OCTRecipe, run_pipeline, OCTClassifier   # training, then prediction with an export
+    >>> OCTRecipe().teacher.model
+    'convnextv2_large.fcmae_ft_in22k_in1k'
 """
 
 from kdcore.front_door import front_door as _front_door
