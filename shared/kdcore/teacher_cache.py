@@ -59,7 +59,7 @@ from .sampling import SeededSampler, split_key
 from .seeding import derive_seed, rng_state, set_rng_state
 
 __all__ = ["TeacherCache", "CachedTeacher", "ViewKeyed", "PoolSampler", "pool_loader", "file_sha256",
-           "CacheMode", "cached_teacher"]
+           "CacheMode", "cached_teacher", "feature_output"]
 log = get_logger(__name__)
 CacheMode = Literal["views", "pool"]
 _FORMAT = 1
@@ -361,14 +361,28 @@ class TeacherCache:
                 for name, array in self.arrays.items()}
 
 
-class CachedTeacher:
-    """Stands in for a frozen teacher: ``cached(batch)`` returns the teacher's ``output`` for the batch's views."""
+def feature_output(output: str, path: str) -> str:
+    """Name under which the cache stores feature ``path`` of the teacher cached as ``output``."""
+    return f"{output}.feature.{path}"
 
-    def __init__(self, cache: TeacherCache, output: str = "logits"):
+
+class CachedTeacher:
+    """Stands in for a frozen teacher: ``cached(batch)`` returns the teacher's ``output`` for the batch's views.
+
+    With ``features`` (the paths of a :class:`~kdcore.teacher.FrozenTeacher` built with ``features=``), the call
+    also sets ``cached.features`` to that batch's cached features, as the live teacher does.
+    """
+
+    def __init__(self, cache: TeacherCache, output: str = "logits", features: Sequence[str] = ()):
         self.cache, self.output = cache, output
+        self.feature_paths = tuple(features)
+        self.features: dict[str, torch.Tensor] = {}
 
     def __call__(self, batch: dict) -> torch.Tensor:
-        return self.cache.lookup(batch)[self.output]
+        found = self.cache.lookup(batch)
+        if self.feature_paths:
+            self.features = {path: found[feature_output(self.output, path)] for path in self.feature_paths}
+        return found[self.output]
 
 
 def _fetch(loader: DataLoader, batches: list[list]) -> Iterator[dict]:
@@ -391,6 +405,8 @@ def cached_teacher(mode: CacheMode, folder: str | os.PathLike, loader: DataLoade
         loader: the student's training loader (a :class:`SeededSampler`); the returned loader replaces it.
         teacher: a :class:`~kdcore.teacher.FrozenTeacher` (its outputs are cached as ``logits``), or a mapping
             ``{name: FrozenTeacher}`` (each cached under its name; a mapping of :class:`CachedTeacher` comes back).
+            A teacher built with ``features=`` has those features cached too (one array per feature: mind the
+            size of a feature map times the views), and its :class:`CachedTeacher` sets ``features``.
         weights: the teacher's weights file (a mapping of them for several teachers), hashed into the identity.
         identity: the rest of what the outputs depend on (augmentation settings, manifest hash, fold, ...).
         dtype: ``auto`` stores float16 when the teachers run under 16-bit autocast (lossless), else float32.
@@ -410,13 +426,24 @@ def cached_teacher(mode: CacheMode, folder: str | os.PathLike, loader: DataLoade
     identity = {"teacher_sha256": hashes if several else hashes["logits"],
                 "teacher_precision": sorted(str(a or torch.float32) for a in amps),
                 "channels_last": channels_last, **identity}
-    cache = TeacherCache.build(Path(folder) / "teacher_cache" / mode, mode, keyed,
-                               lambda images: {name: t(images) for name, t in teachers.items()}, epochs=epochs,
+    paths = {name: tuple(getattr(t, "feature_paths", ())) for name, t in teachers.items()}
+    if any(paths.values()):  # only then: the identity of a logits-only cache is unchanged
+        identity["teacher_features"] = {name: list(p) for name, p in paths.items()}
+
+    def outputs(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        found = {}
+        for name, t in teachers.items():
+            found[name] = t(images)
+            found.update({feature_output(name, path): t.features[path] for path in paths[name]})
+        return found
+
+    cache = TeacherCache.build(Path(folder) / "teacher_cache" / mode, mode, keyed, outputs, epochs=epochs,
                                identity=identity, dtype=dtype, device=device, channels_last=channels_last)
     if mode == "pool":
         log.info("teacher cache: pool of %d views per image (FKD-style), an approximation of online distillation",
                  pool_views)
-    cached = {name: CachedTeacher(cache, name) for name in teachers} if several else CachedTeacher(cache)
+    cached = ({name: CachedTeacher(cache, name, paths[name]) for name in teachers} if several
+              else CachedTeacher(cache, features=paths["logits"]))
     return cached, keyed, cache
 
 

@@ -107,7 +107,7 @@ def test_nkd_default_weights_and_temperature(batch):
      "student.kd_loss_params.beta: beta must be a finite number >= 0"),
     ({"kd_loss": "dkd", "kd_loss_params": {"temperature": 0}}, "student.kd_loss_params.temperature: temperature must"),
     ({"kd_loss_params": {"alpha": 0.5}}, "student.kd_loss_params.alpha: the label/distillation balance"),
-    ({"kd_loss": "bdkd"}, "student.kd_loss: unknown distillation loss 'bdkd'"),
+    ({"kd_loss": "bd_kd"}, "student.kd_loss: unknown distillation loss 'bd_kd'"),
     ({"kd_weight": -1}, "student.kd_weight: must be >= 0, got -1"),
 ])
 def test_invalid_objective_names_the_key(section, message):

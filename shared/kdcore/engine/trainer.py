@@ -51,6 +51,10 @@ class TrainTask(Protocol):
     def inputs(self, batch: Any) -> torch.Tensor:
         """The model input of a batch (for SWA's BatchNorm update)."""
 
+    # Optional: ``auxiliary``, an nn.Module of training-only parameters (a feature loss's projector, USKD's weak
+    # classifier): trained by the same optimizer at the head's learning rate and kept in last.pt, never in the
+    # model's weights (model.safetensors), so export drops it.
+
 
 @dataclass
 class FitResult:
@@ -121,6 +125,13 @@ class Trainer:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, config)
+        self.auxiliary: nn.Module | None = getattr(task, "auxiliary", None)
+        if self.auxiliary is not None:
+            self.auxiliary.to(device)
+            aux_params = [p for p in self.auxiliary.parameters() if p.requires_grad]
+            if aux_params:  # added before fit() builds the schedule, so it is warmed up and decayed like the head
+                self.optimizer.add_param_group({"name": "auxiliary", "params": aux_params, "lr": config.lr,
+                                                "weight_decay": config.weight_decay})
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.swa_model: AveragedModel | None = None
         self.swa_scheduler: SWALR | None = None
@@ -210,6 +221,8 @@ class Trainer:
         if hasattr(self.task, "set_epoch"):  # e.g. a distillation weight ramped over the first epochs
             self.task.set_epoch(epoch)
         train_model.train()
+        if self.auxiliary is not None:
+            self.auxiliary.train()
         started = time.perf_counter()
         # Running sums stay on the device and are read once, at the end of the epoch: a float() per micro-batch
         # would make the host wait for the GPU at every step.
@@ -283,6 +296,13 @@ class Trainer:
                                     "lower the learning rate, train in bfloat16 or float32, or check the inputs")
             return False
         self._non_finite_in_a_row = 0
+        if self.auxiliary is not None and is_distributed():
+            # DDP averages the model's gradients only; the auxiliary parameters are averaged here, so every rank
+            # takes the same step.
+            for param in self.auxiliary.parameters():
+                if param.grad is not None:
+                    dist.all_reduce(param.grad)
+                    param.grad.div_(dist.get_world_size())
         if self.config.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
@@ -432,6 +452,8 @@ class Trainer:
             "rng": rng_state(),
             "state": state,
         }
+        if self.auxiliary is not None:
+            payload["auxiliary"] = self.auxiliary.state_dict()
         save_checkpoint(self.checkpoint_path, payload)
 
     def _restore(self, state: dict) -> dict:
@@ -441,6 +463,8 @@ class Trainer:
             raise CheckpointError(f"{self.checkpoint_path}: was written for another model, fold or training "
                                   "configuration; remove it or choose another --out")
         self.model.load_state_dict(payload["model"])
+        if self.auxiliary is not None and payload.get("auxiliary") is not None:
+            self.auxiliary.load_state_dict(payload["auxiliary"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self._restore_scaler(payload)

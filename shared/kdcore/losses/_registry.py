@@ -20,7 +20,8 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["register_loss", "build_loss", "list_losses", "distillation_losses"]
+__all__ = ["register_loss", "build_loss", "list_losses", "distillation_losses", "feature_losses",
+           "self_distillation_losses", "online_losses"]
 
 _LOSSES: dict[str, type[nn.Module]] = {}
 M = TypeVar("M", bound=type[nn.Module])
@@ -50,6 +51,22 @@ def list_losses() -> list[str]:
 def distillation_losses() -> list[str]:
     """Names of the losses called with teacher logits (``uses_teacher``), the ones a student can distil with."""
     return sorted(name for name, cls in _LOSSES.items() if getattr(cls, "uses_teacher", False))
+
+
+def feature_losses() -> list[str]:
+    """Names of the losses on intermediate features of student and teacher (``student.feature_loss``)."""
+    return sorted(name for name, cls in _LOSSES.items() if getattr(cls, "needs_teacher_features", False))
+
+
+def self_distillation_losses() -> list[str]:
+    """Names of the losses that distil a student from itself, with no teacher (``uses_feature`` only)."""
+    return sorted(name for name, cls in _LOSSES.items() if getattr(cls, "uses_feature", False)
+                  and not getattr(cls, "uses_teacher", False) and not getattr(cls, "needs_teacher_features", False))
+
+
+def online_losses() -> list[str]:
+    """Names of the distillation losses that need online distillation (teacher and student trained together)."""
+    return sorted(name for name, cls in _LOSSES.items() if getattr(cls, "online_only", False))
 
 
 def _suggest(word: str, choices: list[str]) -> str:

@@ -71,8 +71,8 @@ class BalancedDivergenceLoss(nn.Module):
     ``p = softmax(t/T)``, ``q = softmax(s/T)``.
 
     The weights are FIXED hyper-parameters, the same for every sample. BD-KD itself weights the two divergences
-    per sample (from the networks' confidence) inside an online-distillation scheme; its exact weighting rule
-    could not be checked against the paper or code here, so it is not reproduced, and no name here claims it.
+    per sample (from the networks' entropy gap) inside an online-distillation scheme: that is ``bdkd``
+    (:class:`kdcore.losses.bdkd.BDKDLoss`), a separate loss; this one is not an alias of it.
     The defaults 0.5/0.5 make the loss the mean of the two divergences, on the same scale as the forward-KL term
     of :class:`KDLoss`.
     Distillation part only (no cross-entropy).
