@@ -45,6 +45,17 @@ def recipe(tmp_path_factory):
     return write_tiny_recipe(tmp_path_factory.mktemp("methods"), **FAST)
 
 
+def predictions(out):
+    frames = [np.loadtxt(out / "folds" / f"fold_{k}" / "student" / "predictions.csv", delimiter=",", skiprows=1,
+                         usecols=(6, 7, 8)) for k in (0, 1)]
+    return np.concatenate(frames)
+
+
+def retrain_students(out):
+    for fold in (0, 1):
+        shutil.rmtree(out / "folds" / f"fold_{fold}" / "student")
+
+
 def run_code(recipe, out, method, *extra) -> int:
     return main(["run", str(recipe), "--out", str(out), *sets(METHODS[method]), *extra])
 
@@ -71,10 +82,15 @@ def test_feature_losses_nd_then_hint_on_the_same_teachers(recipe, tmp_path):
         means = np.load(student / "class_means.npy")
         assert means.shape[0] == 3 and np.isfinite(means).all() and (means != 0).any()
         assert json.loads((student / "done.json").read_text())["predictions"]["rows"] > 0
-    # The same teachers, a hint student (a changed student section retrains only the student).
+    # The same teachers, students again (a changed student section retrains only the student): ND with the
+    # teacher's logits and features from the lossless cache gives the student of the live teacher.
     teacher_done = (out / "folds" / "fold_0" / "teacher" / "done.json").read_text()
-    for fold in (0, 1):
-        shutil.rmtree(out / "folds" / f"fold_{fold}" / "student")
+    live = predictions(out)
+    retrain_students(out)
+    run(recipe, out, "nd", "--set", "baseline.enabled=false", "--set", "student.teacher_cache=views", "--resume")
+    assert (out / "folds" / "fold_0" / "teacher_cache" / "views" / "logits.feature.pooled.npy").is_file()
+    np.testing.assert_allclose(predictions(out), live, atol=1e-5)
+    retrain_students(out)
     report = run(recipe, out, "hint", "--set", "baseline.enabled=false", "--resume")
     assert report["settings"]["student_objective"]["feature_loss"] == "hint"
     assert (out / "folds" / "fold_0" / "teacher" / "done.json").read_text() == teacher_done
@@ -122,3 +138,18 @@ def test_online_run_reports_and_exports_its_teacher(recipe, tmp_path, method, ca
         err = capsys.readouterr().err
         assert "teacher is trained together with student" in err and "delete" in err
 
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"teacher.enabled": False}, "teacher.enabled"),                                    # kd needs its teacher
+    ({"student.kd_loss": "dml", **LOGIT_DEFAULTS}, "student.kd_loss"),                  # dml is online only
+    ({"distillation": "online"}, "student.kd_loss"),                                    # kd is offline only
+    ({**METHODS["dml"], "student.feature_loss": "hint"}, "student.feature_loss"),
+    ({**METHODS["bdkd"], "student.teacher_cache": "views"}, "student.teacher_cache"),
+    ({**METHODS["uskd"], "student.feature_loss": "nd"}, "student.feature_loss"),        # no teacher's features
+])
+def test_impossible_method_combinations_are_refused_naming_the_key(overrides, key, capsys):
+    argv = ["config", str(REPO / "pipelines" / "kd_oct_demo.yaml"), *sets(overrides)]
+    assert main(argv) == 2
+    lines = [line.strip() for line in capsys.readouterr().err.splitlines() if line.startswith("  ")]
+    assert len(lines) == 1 and lines[0].startswith(f"{key}:"), lines
