@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-import yaml
 
 from kdcore.config import load_recipe
 from medkd.cli import main
