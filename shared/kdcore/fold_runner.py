@@ -109,6 +109,9 @@ class FoldRunner:
             ordered.append(spec)
 
         for spec in specs:
+            if spec.trained_with is not None and spec.trained_with not in by_name:
+                raise ConfigError(f"model {spec.name!r} is trained with {spec.trained_with!r}, which the recipe "
+                                  "does not define")
             visit(spec)
         return ordered
 
@@ -149,8 +152,6 @@ class FoldRunner:
 
     def _check_companion(self, spec: ModelSpec, fold: int) -> None:
         partner = spec.trained_with
-        if partner not in {s.name for s in self.specs}:
-            raise ConfigError(f"model {spec.name!r} is trained with {partner!r}, which the recipe does not define")
         if self.is_done(partner, fold):
             raise DataError(f"fold {fold}: {spec.name} is trained together with {partner}, whose folder is complete "
                             f"while {spec.name}'s is not; delete {self.model_dir(partner, fold)} to train both again")
