@@ -32,6 +32,7 @@ from .cv import FoldManifest
 from .device import autocast_dtype, resolve_device
 from .engine import Trainer, init_from_env, is_main_process
 from .engine.distributed import world_size
+from .errors import ConfigError
 from .loaders import check_per_rank_batch, eval_loader, sampler_seed, train_loader
 from .run_setup import finish_run, manifest_for_run, open_run, profile_models, undo_new_folder_on_error
 from .logs import TensorBoardLogger, get_logger
@@ -360,6 +361,13 @@ def sweep_adapter(vertical: Vertical, schema: type, objectives: dict[str, str], 
         data = vertical.prepare_data(recipe, run)
         return data, vertical.build_manifest(recipe, data)
 
+    def check_sweepable(recipe: Any) -> None:
+        roles = vertical.roles(recipe)
+        if any(role.trained_with for role in roles) or not set(vertical.teacher_names) <= {r.name for r in roles}:
+            raise ConfigError(f"{vertical.name} sweep trains the teachers once per fold and distils offline from "
+                              "them: a recipe with distillation: online or without its teachers cannot be swept")
+        check_models(vertical, recipe)
+
     def student_network(recipe: Any, data: Any) -> torch.nn.Module:
         return build_model(vertical.model_meta(recipe, _role(vertical, recipe, "student"), data, -1, ""))
 
@@ -370,4 +378,4 @@ def sweep_adapter(vertical: Vertical, schema: type, objectives: dict[str, str], 
         train=lambda name, recipe, data, ctx: train_role(vertical, _role(vertical, recipe, name), recipe, data, ctx),
         score=score, fidelity=fidelity, build_student=student_network,
         input_shape=lambda recipe: vertical.input_shape(recipe, None),
-        check_models=lambda recipe: check_models(vertical, recipe), n_folds=vertical.n_folds)
+        check_models=check_sweepable, n_folds=vertical.n_folds)

@@ -152,3 +152,14 @@ def test_impossible_method_combinations_are_refused_naming_the_key(overrides, ke
     assert main(argv) == 2
     lines = [line.strip() for line in capsys.readouterr().err.splitlines() if line.startswith("  ")]
     assert len(lines) == 1 and lines[0].startswith(f"{key}:"), lines
+
+
+@pytest.mark.parametrize("method", ["uskd", "dml"])
+def test_sweeps_refuse_recipes_without_offline_teachers(method, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("objective: accuracy\nparams:\n  student.train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    argv = ["sweep", str(REPO / "pipelines" / "kd_oct_demo.yaml"), "--space", str(space), "--trials", "1",
+            "--out", str(tmp_path / "s"), *sets(METHODS[method])]
+    assert main(argv) == 2
+    assert "cannot be swept" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "teachers").exists()
