@@ -10,9 +10,11 @@ import shutil
 import numpy as np
 import pytest
 
+from kdcore.checkpoint import load_weights
 from kdcore.config import load_recipe
 from medkd.cli import main
 from medkd.config import OCTRecipe
+from medkd.vertical import oct_network
 from tests.medkd.tiny import REPO, write_tiny_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,6 +44,11 @@ def sets(overrides: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     return write_tiny_recipe(tmp_path_factory.mktemp("methods"), **FAST)
+
+
+def student_network_keys(recipe):
+    network = oct_network(load_recipe(OCTRecipe, recipe), "student", ["NORMAL", "DRUSEN", "CNV"])
+    return network.state_dict().keys()
 
 
 def predictions(out):
@@ -81,6 +88,8 @@ def test_feature_losses_nd_then_hint_on_the_same_teachers(recipe, tmp_path):
         means = np.load(student / "class_means.npy")
         assert means.shape[0] == 3 and np.isfinite(means).all() and (means != 0).any()
         assert json.loads((student / "done.json").read_text())["predictions"]["rows"] > 0
+        # the projector trains with the student and is never part of it
+        assert set(load_weights(student / "model.safetensors")) == set(student_network_keys(recipe))
     # The same teachers, students again (a changed student section retrains only the student): ND with the
     # teacher's logits and features from the lossless cache gives the student of the live teacher.
     teacher_done = (out / "folds" / "fold_0" / "teacher" / "done.json").read_text()
@@ -102,6 +111,8 @@ def test_uskd_trains_no_teacher_and_is_compared_with_the_baseline(recipe, tmp_pa
     out = tmp_path / "run"
     report = run(recipe, out, "uskd")
     assert not (out / "folds" / "fold_0" / "teacher").exists() and not (out / "folds" / "fold_1" / "teacher").exists()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert not any(r.get("model") == "teacher" for r in records)
     assert set(report["models"]) == {"student", "baseline"}
     assert report["settings"]["distillation"] == "self-distilled"
     assert report["models"]["student"]["label"] == "student (self-distilled)"
