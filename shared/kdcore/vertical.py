@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
-
-import numpy as np
 
 from .atomic import atomic_open
 from .checkpoint import save_weights
