@@ -125,7 +125,7 @@ def test_distillation_mode_accepts():
     validate_distillation_mode("online", Student(kd_loss="bdkd"))
 
 
-def test_feature_terms_under_bfloat16_autocast_are_float32_and_finite():
+def test_feature_terms_under_bfloat16_autocast_are_float32_and_finite(one_thread):
     torch.manual_seed(0)
     student = timm.create_model("resnet10t", num_classes=3)
     teacher = FrozenTeacher(timm.create_model("test_efficientnet", num_classes=3), amp_dtype=torch.bfloat16,
