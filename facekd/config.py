@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TeacherCacheSection, TrainConfig,
-                           model_validator)
+from kdcore.config import (CVConfig, Field, KeyedValueError, RuntimeConfig, Section, Seed, TeacherCacheSection,
+                           TrainConfig, model_validator)
+from kdcore.features import POOLED
+from kdcore.objective import resolve_feature_loss
 
 from .kd_loss import CODE_CONSTANTS as _KD
 
@@ -83,9 +85,47 @@ class StudentKDConfig(Section):
     tol_weight: float = Field(_KD["tol_weight"], ge=0)
 
 
+# Student keys of the classification vertical that have no meaning for landmark regression, and why.
+CLASSIFICATION_ONLY = {
+    "kd_loss": "logit distillation losses (kd, dkd, nkd, uskd, dml, bdkd) are for classifiers; facekd's student "
+               "distils landmarks with the KD-Loss (student.kd) and may add student.feature_loss: hint",
+    "kd_loss_params": "facekd's KD-Loss constants are student.kd",
+    "temperature": "facekd's KD-Loss has no temperature (its constants are student.kd)",
+    "alpha": "facekd's KD-Loss weights are student.kd.main_weight, tough_weight, tol_weight",
+}
+
+
 class StudentConfig(TeacherCacheSection, ModelConfig):
     model: str = "mobilenetv2_100"
     kd: StudentKDConfig = StudentKDConfig()
+    feature_loss: str | None = Field(None, description="hint: FitNets hints on the tough teacher's pooled embedding "
+                                                       "beside the KD-Loss; None = off")
+    feature_weight: float | None = Field(None, ge=0, description="weight of the hint term; None = FitNets' 1.0")
+    feature_params: dict[str, float] = Field(default_factory=dict, description="extra arguments of feature_loss")
+    feature_path: str | None = Field(None, description="student feature: 'pooled', 'stage:<i>' or a module path")
+    teacher_feature_path: str | None = Field(None, description="the tough teacher's feature; None = feature_path")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_classification_keys(cls, data: Any) -> Any:
+        for key in CLASSIFICATION_ONLY if isinstance(data, dict) else ():
+            if key in data:
+                raise KeyedValueError(key, f"not a facekd key: {CLASSIFICATION_ONLY[key]}")
+        return data
+
+    @model_validator(mode="after")
+    def _resolve_feature_term(self) -> "StudentConfig":
+        if self.feature_loss == "nd":
+            raise KeyedValueError("feature_loss", "nd pulls a classifier's embedding towards the teacher's class "
+                                  "means: classification only (facekd has no classes); use hint")
+        resolved = resolve_feature_loss(self.feature_loss, self.feature_weight, self.feature_params)
+        if resolved["feature_loss"] is not None and self.feature_path is None:
+            resolved["feature_path"] = POOLED
+        for key, value in resolved.items():
+            if getattr(self, key) != value:
+                object.__setattr__(self, key, value)  # checked above; a validated assignment would re-enter
+                self.__pydantic_fields_set__.add(key)
+        return self
 
 
 class ASMConfig(Section):
@@ -115,6 +155,17 @@ class FaceRecipe(Section):
     baseline: BaselineConfig = BaselineConfig()
     report: FaceReportConfig = FaceReportConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_online(cls, data: Any) -> Any:
+        # medkd's top-level key, accepted here only as its default (facekd always distils offline)
+        if isinstance(data, dict) and data.get("distillation", "offline") == "offline":
+            return {k: v for k, v in data.items() if k != "distillation"}
+        if isinstance(data, dict):
+            raise KeyedValueError("distillation", f"{data['distillation']!r}: online distillation (dml, bdkd) trains "
+                                  "a pair of classifiers together: classification only; facekd distils offline "
+                                  "from its tough and tolerant teachers")
+        return data
 
     # Which trained models a changed section invalidates (a resume retrains those, keeps the rest).
     SECTION_MODELS: ClassVar[dict[str, tuple[str, ...]]] = {

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from kdcore.engine import move_to_device
+from kdcore.feature_term import FeatureTerm
 from kdcore.teacher import FrozenTeacher
 from kdcore.teacher_cache import CachedTeacher
 
@@ -41,12 +44,16 @@ class LandmarkTask:
         val_loader: the fold's inner-validation subjects (never its test subjects).
         teachers: ``{"tough": ..., "tolerant": ...}`` for the student; None for teachers and the baseline.
         kd_loss: the student's KD-Loss (used with ``teachers``).
+        feature_term: FitNets hints added to the KD-Loss (:class:`kdcore.feature_term.FeatureTerm`), on the
+            student's ``taps`` and the tough teacher's features; its projector is the engine's ``auxiliary``.
     """
 
     def __init__(self, val_loader: DataLoader, device: torch.device, teachers: dict[str, FrozenTeacher | CachedTeacher] | None = None,
-                 kd_loss: LandmarkKDLoss | None = None):
+                 kd_loss: LandmarkKDLoss | None = None, feature_term: FeatureTerm | None = None, taps: Any = None):
         self.val_loader, self.device, self.teachers = val_loader, device, teachers
         self.kd_loss, self.l2 = kd_loss, L2LandmarkLoss()
+        self.feature_term, self.taps = feature_term, taps
+        self.auxiliary = feature_term if feature_term is not None and feature_term.has_parameters else None
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         pred = model(batch["image"]).float()
@@ -58,8 +65,13 @@ class LandmarkTask:
         tolerant = self.teachers["tolerant"](inputs)
         parts = self.kd_loss.components(pred, tough, tolerant, batch["target"])
         # Detached tensors, read by the engine once per epoch (a float() here would wait for the GPU every step).
-        return parts.total, {"kd_main": parts.main.detach(), "kd_tough": parts.tough.detach(),
-                             "kd_tolerant": parts.tolerant.detach()}
+        logs = {"kd_main": parts.main.detach(), "kd_tough": parts.tough.detach(),
+                "kd_tolerant": parts.tolerant.detach()}
+        if self.feature_term is None:
+            return parts.total, logs
+        hint = self.feature_term(*self.feature_term.features(self.taps, self.teachers["tough"]))
+        logs["hint"] = hint.detach()
+        return parts.total + hint, logs
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         pred, target, _, _ = predict_landmarks(model, self.val_loader, self.device)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from kdcore.cv import FoldManifest
+from kdcore.feature_term import FeatureTerm, build_feature_term
 from kdcore.models import ModelMeta
 from kdcore.run_folder import RunDir
 from kdcore.fold_runner import FoldContext
@@ -133,11 +134,17 @@ class FaceVertical(Vertical):
     def monitor(self, recipe: FaceRecipe, role: Role) -> tuple[str, Literal["min", "max"]]:
         return "nme", "min"
 
+    def objective(self, recipe: FaceRecipe, role: Role) -> FeatureTerm | None:
+        # Hints come from the first required teacher, the tough one (trained on the true landmarks; the
+        # tolerant teacher's targets are ASM-softened).
+        return build_feature_term(recipe.student) if role.kind == "student" else None
+
     def task(self, recipe: FaceRecipe, role: Role, sets: FoldSets, val_loader: Any, device: torch.device,
-             teachers: dict[str, Any]) -> LandmarkTask:
+             teachers: dict[str, Any], objective: FeatureTerm | None = None, taps: Any = None) -> LandmarkTask:
         if not teachers:
             return LandmarkTask(val_loader, device)
-        return LandmarkTask(val_loader, device, teachers, LandmarkKDLoss(**recipe.student.kd.model_dump()))
+        return LandmarkTask(val_loader, device, teachers, LandmarkKDLoss(**recipe.student.kd.model_dump()),
+                            feature_term=None if objective is None else objective.to(device), taps=taps)
 
     def cache_identity(self, recipe: FaceRecipe) -> dict[str, Any]:
         data = recipe.data

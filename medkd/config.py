@@ -6,7 +6,8 @@ from typing import ClassVar, Literal
 
 from kdcore.config import (CVConfig, Field, RuntimeConfig, Section, Seed, TeacherCacheSection, TrainConfig,
                            field_validator, model_validator)
-from kdcore.objective import DistillationSection
+from kdcore.config import KeyedValueError
+from kdcore.objective import DistillationMode, DistillationSection, needs_teacher, validate_distillation_mode
 
 __all__ = ["OCTRecipe", "DataConfig", "SyntheticConfig", "AugmentConfig", "RandAugmentConfig", "TeacherConfig",
            "StudentConfig",
@@ -122,6 +123,8 @@ class _ModelSection(Section):
 
 
 class TeacherConfig(_ModelSection):
+    enabled: bool = Field(True, description="train a teacher; false only for a teacher-free student "
+                                            "(student.kd_loss: uskd)")
     model: str = "convnextv2_large.fcmae_ft_in22k_in1k"
     loss: Literal["focal", "ce"] = "focal"
     focal_gamma: float = Field(2.0, ge=0)
@@ -166,6 +169,9 @@ class OCTRecipe(Section):
     report: ReportConfig = ReportConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    distillation: DistillationMode = Field(
+        "offline", description="offline: the student distils from a trained, frozen teacher; online: teacher and "
+                               "student trained together on the same batches (student.kd_loss dml or bdkd)")
 
     # Which trained models a changed section invalidates (a resume retrains those, keeps the rest); a section
     # not listed (data, cv, seed, privacy...) changes every model.
@@ -177,4 +183,14 @@ class OCTRecipe(Section):
     def _check(self) -> "OCTRecipe":
         if self.data.evaluation == "official_test" and self.data.format != "oct2017":
             raise ValueError("data.evaluation: official_test needs data.format oct2017")
+        validate_distillation_mode(self.distillation, self.student)
+        if not self.teacher.enabled and (self.distillation == "online" or needs_teacher(self.student)):
+            raise KeyedValueError("teacher.enabled", f"false needs a teacher-free student (student.kd_loss: uskd, no "
+                                  f"feature_loss); student.kd_loss {self.student.kd_loss!r}"
+                                  + (f" with feature_loss {self.student.feature_loss!r}" if self.student.feature_loss
+                                     else "") + (" online" if self.distillation == "online" else "")
+                                  + " distils from a teacher")
+        if self.distillation == "online" and self.student.teacher_cache != "off":
+            raise KeyedValueError("student.teacher_cache", "must be off with distillation: online (a teacher trained "
+                                  "together with the student has no fixed outputs to cache)")
         return self

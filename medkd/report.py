@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from kdcore.errors import DataError
+from kdcore.losses import self_distillation_losses
 from kdcore.report import bootstrap_samples, csv_text, RunInputs, safe_name, summarize_samples
 from kdcore.report.template import (LEVEL, PooledPredictions, ReportTemplate, build_run_report,
                                     paired_difference_samples)
@@ -165,10 +166,32 @@ def _classes(run: RunInputs) -> list[str]:
 
 
 def _student_objective(config: dict) -> dict | None:
-    """The student's resolved objective as config.yaml records it (temperature, weights, warm-up, loss)."""
+    """The student's resolved objective as config.yaml records it (temperature, weights, warm-up, loss, and the
+    feature term when one is set)."""
     student = config.get("student") or {}
     keys = ("kd_loss", "temperature", "ce_weight", "kd_weight", "kd_warmup_epochs", "kd_loss_params")
+    if student.get("feature_loss"):
+        keys += ("feature_loss", "feature_weight", "feature_path")
     return {k: student.get(k) for k in keys} if "kd_loss" in student else None
+
+
+DISTILLATION_NOTES = {
+    "self-distilled": "The student is self-distilled (student.kd_loss uskd): no teacher taught it; the comparison "
+                      "that measures what distillation gave is student_vs_baseline (the same network, labels only).",
+    "online": "Online distillation (student.kd_loss dml or bdkd): the teacher was trained together with the student "
+              "on the same batches, not before it; the epoch kept for both is the one the student's validation "
+              "metric chose.",
+}
+
+
+def distillation_mode(config: dict) -> str:
+    """``offline`` (a frozen, trained teacher), ``online`` or ``self-distilled``, from a run's config.yaml."""
+    student = config.get("student") or {}
+    if config.get("distillation") == "online":
+        return "online"
+    if student.get("kd_loss") in self_distillation_losses() and not student.get("feature_loss"):
+        return "self-distilled"
+    return "offline"
 
 
 class OCTReport(ReportTemplate):
@@ -179,7 +202,7 @@ class OCTReport(ReportTemplate):
 
     def settings(self, run: RunInputs, context: dict[str, Any]) -> dict[str, Any]:
         return {"ece_bins": ECE_BINS, "prediction": "argmax of the class probabilities",
-                "student_objective": _student_objective(run.config)}
+                "student_objective": _student_objective(run.config), "distillation": distillation_mode(run.config)}
 
     def load(self, run: RunInputs, name: str, context: dict[str, Any]) -> ModelPredictions:
         return load_model_predictions(run, name, context["classes"])
@@ -197,6 +220,11 @@ class OCTReport(ReportTemplate):
         from .fidelity_report import fidelity_section
 
         report["fidelity"] = fidelity_section(data, context["classes"], report, run.config, n_boot, seed)
+        mode = distillation_mode(run.config)
+        if mode in DISTILLATION_NOTES:
+            report["notes"].append(DISTILLATION_NOTES[mode])
+            if "student" in report["models"]:
+                report["models"]["student"]["label"] = f"student ({mode})"
 
     def render(self, run: RunInputs, report: dict[str, Any], data: dict[str, ModelPredictions],
                context: dict[str, Any]) -> tuple[str, dict[str, bytes]]:

@@ -162,7 +162,10 @@ def render_report(report: dict, curves: dict[str, dict], log: Sequence[dict],
         params = ", ".join(f"{k}={v}" for k, v in (objective.get("kd_loss_params") or {}).items())
         lines.append(f"Student objective: {objective['ce_weight']} x CE + {objective['kd_weight']} x "
                      f"{objective['kd_loss']} (T={objective['temperature']}{', ' + params if params else ''}), "
-                     f"distillation weight ramped over {objective['kd_warmup_epochs']} epoch(s).")
+                     f"distillation weight ramped over {objective['kd_warmup_epochs']} epoch(s)"
+                     + (f"; + {objective['feature_weight']} x {objective['feature_loss']} on the "
+                        f"{objective['feature_path']!r} features" if objective.get("feature_loss") else "")
+                     + f"; distillation {settings.get('distillation', 'offline')}.")
     HtmlParts.preamble(doc, report, lines, HOW_TO_READ)
     _protocol(doc, report)
     _results(doc, report, pngs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -80,12 +80,16 @@ class ClassificationTask:
         val_loader: the fold's inner-validation patients (never its test patients).
         classes: class names in index order.
         device: where validation runs.
+        taps: the student's feature taps of an objective with a feature term or self-distillation (USKD): the
+            loss then gets ``**loss_fn.feature_kwargs(taps, teacher)``, and its learned parts (projector, weak
+            classifier) are the engine's ``auxiliary``.
     """
 
     def __init__(self, loss_fn: nn.Module, val_loader: DataLoader, classes: list[str], device: torch.device,
-                 teacher: FrozenTeacher | CachedTeacher | None = None):
+                 teacher: FrozenTeacher | CachedTeacher | None = None, taps: Any = None):
         self.loss_fn, self.val_loader, self.classes = loss_fn, val_loader, classes
-        self.device, self.teacher = device, teacher
+        self.device, self.teacher, self.taps = device, teacher, taps
+        self.auxiliary = loss_fn if getattr(loss_fn, "has_parameters", False) else None
 
     def set_epoch(self, epoch: int) -> None:
         """Tell an epoch-dependent objective (kd_warmup_epochs) which epoch is starting."""
@@ -95,6 +99,8 @@ class ClassificationTask:
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         logits = model(batch["image"]).float()
         if self.teacher is None:
+            if self.taps is not None:  # self-distillation (USKD): the student's own feature, no teacher
+                return self.loss_fn(logits, None, batch["target"], **self.loss_fn.feature_kwargs(self.taps)), {}
             return self.loss_fn(logits, batch["target"]), {}
         # A cached teacher finds the outputs of the batch's views by their keys; a live one computes them.
         teacher_logits = self.teacher(batch) if isinstance(self.teacher, CachedTeacher) else self.teacher(batch["image"])
@@ -103,7 +109,8 @@ class ClassificationTask:
         logs = {"teacher_agreement": agreement}
         if getattr(self.loss_fn, "kd_warmup_epochs", 0):  # show the distillation weight's ramp in log.jsonl
             logs["kd_factor"] = float(self.loss_fn.kd_factor)  # a Python number set per epoch: no device read
-        return self.loss_fn(logits, teacher_logits, batch["target"]), logs
+        features = self.loss_fn.feature_kwargs(self.taps, self.teacher) if self.taps is not None else {}
+        return self.loss_fn(logits, teacher_logits, batch["target"], **features), logs
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         probs, indices = predict_probabilities(model, self.val_loader, self.device)

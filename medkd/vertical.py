@@ -11,7 +11,8 @@ import torch
 from kdcore.cv import FoldManifest
 from kdcore.losses import CrossEntropyLoss, FocalLoss, balanced_class_weights
 from kdcore.models import ModelMeta
-from kdcore.objective import build_student_objective
+from kdcore.objective import StudentObjective, build_student_objective, needs_teacher
+from kdcore.online import OnlineTask, build_online_objective
 from kdcore.run_folder import RunDir
 from kdcore.fold_runner import FoldContext
 from kdcore.vertical import FoldSets, Role, Vertical
@@ -33,7 +34,12 @@ class OCTVertical(Vertical):
     name, group_name, counts_key, teacher_names = "medkd", "patient", "images", ("teacher",)
 
     def roles(self, recipe: OCTRecipe) -> list[Role]:
-        roles = [Role("teacher", "teacher"), Role("student", "student", ("teacher",), kind="student")]
+        online = recipe.distillation == "online"
+        roles = []
+        if recipe.teacher.enabled:  # a teacher-free student's enabled teacher is trained for comparison only
+            roles.append(Role("teacher", "teacher", trained_with="student" if online else None))
+        requires = ("teacher",) if needs_teacher(recipe.student) and not online else ()
+        roles.append(Role("student", "student", requires, kind="student"))
         if recipe.baseline.enabled:
             roles.append(Role("baseline", "student", kind="baseline"))  # the student's network, without a teacher
         return roles
@@ -81,20 +87,35 @@ class OCTVertical(Vertical):
         monitor = self.role_config(recipe, role).monitor
         return monitor, MONITOR_MODE[monitor]
 
+    def objective(self, recipe: OCTRecipe, role: Role) -> StudentObjective | None:
+        return build_student_objective(recipe.student) if role.kind == "student" else None
+
+    @staticmethod
+    def _teacher_loss(recipe: OCTRecipe, sets: FoldSets) -> torch.nn.Module:
+        cfg, classes = recipe.teacher, sets.train.classes
+        weights = (balanced_class_weights(sets.train.targets, len(classes)).tolist()
+                   if cfg.class_weights == "balanced" else None)
+        return (FocalLoss(gamma=cfg.focal_gamma, class_weights=weights, normalize=cfg.focal_normalize)
+                if cfg.loss == "focal" else CrossEntropyLoss(class_weights=weights))
+
     def task(self, recipe: OCTRecipe, role: Role, sets: FoldSets, val_loader: Any, device: torch.device,
-             teachers: dict[str, Any]) -> ClassificationTask:
+             teachers: dict[str, Any], objective: StudentObjective | None = None,
+             taps: Any = None) -> ClassificationTask:
         classes = sets.train.classes
         if role.kind == "teacher":
-            cfg = recipe.teacher
-            weights = (balanced_class_weights(sets.train.targets, len(classes)).tolist()
-                       if cfg.class_weights == "balanced" else None)
-            loss = (FocalLoss(gamma=cfg.focal_gamma, class_weights=weights, normalize=cfg.focal_normalize)
-                    if cfg.loss == "focal" else CrossEntropyLoss(class_weights=weights))
+            loss = self._teacher_loss(recipe, sets)
         elif role.kind == "baseline":
             loss = CrossEntropyLoss()
         else:
-            loss = build_student_objective(recipe.student)
-        return ClassificationTask(loss.to(device), val_loader, classes, device, teachers.get("teacher"))
+            loss = objective if objective is not None else build_student_objective(recipe.student)
+        return ClassificationTask(loss.to(device), val_loader, classes, device, teachers.get("teacher"), taps=taps)
+
+    def online_task(self, recipe: OCTRecipe, role: Role, partner: Role, sets: FoldSets, val_loader: Any,
+                    device: torch.device) -> OnlineTask:
+        # The teacher keeps its own hard-label loss (focal or CE, class weights) beside the peer term.
+        objective = build_online_objective(recipe.student, self._teacher_loss(recipe, sets)).to(device)
+        validate = ClassificationTask(CrossEntropyLoss(), val_loader, sets.train.classes, device).validate
+        return OnlineTask(objective, validate)
 
     def cache_identity(self, recipe: OCTRecipe) -> dict[str, Any]:
         return {"image_size": recipe.data.image_size, "mean": list(OCT_MEAN), "std": list(OCT_STD)}

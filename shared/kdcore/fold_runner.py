@@ -44,15 +44,20 @@ class FoldOutput:
     predictions: list[dict[str, Any]]
     columns: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    # Models trained together with this one (online distillation): their weights are written by the training
+    # function, their predictions and done.json by the runner, right after this model's.
+    companions: dict[str, "FoldOutput"] = field(default_factory=dict)
 
 
 @dataclass
 class ModelSpec:
-    """A model trained per fold; ``requires`` names models of the same fold it needs (its teachers)."""
+    """A model trained per fold; ``requires`` names models of the same fold it needs (its teachers);
+    ``trained_with`` names the model whose training also produces this one (never trained on its own)."""
 
     name: str
     train: Callable[[FoldContext], FoldOutput]
     requires: tuple[str, ...] = ()
+    trained_with: str | None = None
 
 
 def parse_folds(text: str | None, n_folds: int) -> list[int]:
@@ -104,6 +109,9 @@ class FoldRunner:
             ordered.append(spec)
 
         for spec in specs:
+            if spec.trained_with is not None and spec.trained_with not in by_name:
+                raise ConfigError(f"model {spec.name!r} is trained with {spec.trained_with!r}, which the recipe "
+                                  "does not define")
             visit(spec)
         return ordered
 
@@ -120,6 +128,9 @@ class FoldRunner:
                 if self.is_done(spec.name, fold):
                     log.info("fold %d %s: already complete, skipped", fold, spec.name)
                     continue
+                if spec.trained_with is not None:
+                    self._check_companion(spec, fold)
+                    continue  # written with its partner's training
                 dependencies = {}
                 for dependency in spec.requires:
                     if not self.is_done(dependency, fold):
@@ -133,14 +144,26 @@ class FoldRunner:
                          len(split.train), len(split.val), self.manifest.group_name, len(split.test))
                 output = spec.train(context)
                 if is_main_process():
-                    write_predictions(model_dir / "predictions.csv", output.predictions, output.columns)
-                    # The report checks the file against this record: a truncated copy is refused, not scored.
-                    written = {"rows": len(output.predictions),
-                               "sha256": hashlib.sha256((model_dir / "predictions.csv").read_bytes()).hexdigest()}
-                    self.run.finish_model(spec.name, fold, {"model": spec.name, "fold": fold,
-                                                            "manifest": self.manifest.sha, **output.info,
-                                                            "predictions": written})
+                    # Companions first: the partner's done.json, written last, vouches for both.
+                    for name, companion in output.companions.items():
+                        self._finish(name, fold, companion)
+                    self._finish(spec.name, fold, output)
                 barrier()  # models of this fold that depend on this one read its files on every rank
+
+    def _check_companion(self, spec: ModelSpec, fold: int) -> None:
+        partner = spec.trained_with
+        if self.is_done(partner, fold):
+            raise DataError(f"fold {fold}: {spec.name} is trained together with {partner}, whose folder is complete "
+                            f"while {spec.name}'s is not; delete {self.model_dir(partner, fold)} to train both again")
+
+    def _finish(self, name: str, fold: int, output: FoldOutput) -> None:
+        model_dir = self.model_dir(name, fold)
+        write_predictions(model_dir / "predictions.csv", output.predictions, output.columns)
+        # The report checks the file against this record: a truncated copy is refused, not scored.
+        written = {"rows": len(output.predictions),
+                   "sha256": hashlib.sha256((model_dir / "predictions.csv").read_bytes()).hexdigest()}
+        self.run.finish_model(name, fold, {"model": name, "fold": fold, "manifest": self.manifest.sha,
+                                           **output.info, "predictions": written})
 
     def completed_folds(self, name: str) -> list[int]:
         return [k for k in range(self.manifest.n_folds) if self.is_done(name, k)]

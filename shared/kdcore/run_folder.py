@@ -7,6 +7,7 @@ Layout (docs/run-directory.md)::
     RUN/folds.json         the fold manifest (written once)
     RUN/folds/fold_<k>/<model>/   model.safetensors + model.json, predictions.csv, last.pt while training
     RUN/folds/fold_<k>/<model>/done.json   written last: this model of this fold is finished
+    RUN/folds/fold_<k>/<model>/class_means.npy   ND's teacher class means (C, D) of the fold's training images
     RUN/log.jsonl          one JSON record per logged event (epochs, evaluations)
     RUN/metrics.csv        the same numbers in long format: model,fold,epoch,split,name,value
     RUN/run.log            the Python log
@@ -41,6 +42,7 @@ LOCK_NAME = ".run.lock"
 DONE_MARKER = "done.json"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "last.pt"
+CLASS_MEANS_FILE = "class_means.npy"
 _held_locks: dict[str, int] = {}  # resolved run folder -> open descriptor holding its flock
 
 

@@ -21,18 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .atomic import atomic_open
+from .checkpoint import save_weights
 from .cv import FoldManifest
 from .device import autocast_dtype, resolve_device
 from .engine import Trainer, init_from_env, is_main_process
 from .engine.distributed import world_size
+from .errors import ConfigError
 from .loaders import check_per_rank_batch, eval_loader, sampler_seed, train_loader
 from .run_setup import finish_run, manifest_for_run, open_run, profile_models, undo_new_folder_on_error
 from .logs import TensorBoardLogger, get_logger
 from .models import ModelMeta, build_model, check_model_choice
-from .run_folder import RunDir
+from .online import OnlinePair, unwrap_pair
+from .run_folder import CLASS_MEANS_FILE, RunDir
 from .fold_runner import FoldContext, FoldOutput, FoldRunner, ModelSpec
 from .seeding import derive_seed, seed_everything
 from .teacher import FrozenTeacher
@@ -52,12 +57,15 @@ class Role:
         config: the recipe section holding its model, training and augmentation settings.
         requires: the models of the same fold it distils from (they are trained first).
         kind: ``teacher``, ``student`` or ``baseline`` (what the report compares).
+        trained_with: the role this one is trained together with (online distillation): never trained on its
+            own; the partner's :func:`train_role` trains both and writes this role's model folder too.
     """
 
     name: str
     config: str
     requires: tuple[str, ...] = ()
     kind: Literal["teacher", "student", "baseline"] = "teacher"
+    trained_with: str | None = None
 
 
 @dataclass
@@ -131,6 +139,19 @@ class Vertical:
         """The engine's task: ``loss(model, batch)``, ``validate(model)``, ``inputs(batch)``."""
         raise NotImplementedError
 
+    def objective(self, recipe: Any, role: Role) -> Any:
+        """The role's student objective when it has one (a :class:`~kdcore.objective.StudentObjective` or
+        :class:`~kdcore.feature_term.FeatureTerm`), else None. :func:`train_role` loads the first required teacher
+        with the features it asks for, binds its learned parts, computes ND's class means, taps the student and
+        passes ``objective=`` and ``taps=`` to :meth:`task`."""
+        return None
+
+    def online_task(self, recipe: Any, role: Role, partner: Role, sets: FoldSets, val_loader: Any,
+                    device: torch.device) -> Any:
+        """The engine's task for ``role`` trained together with ``partner`` (an
+        :class:`~kdcore.online.OnlinePair` of ``(partner, role)``), e.g. :class:`~kdcore.online.OnlineTask`."""
+        raise NotImplementedError(f"{self.name} does not train roles together (online distillation)")
+
     def cache_identity(self, recipe: Any) -> dict[str, Any]:
         """What a cached teacher output depends on beyond the fold, augmentation and sampler (preprocessing)."""
         return {}
@@ -152,12 +173,14 @@ class Vertical:
 
 
 def load_teacher(vertical: Vertical, recipe: Any, name: str, data: Any, ctx: FoldContext,
-                 amp_dtype: torch.dtype | None, device: torch.device) -> FrozenTeacher:
-    """The fold's finished teacher ``name``; one of another fold, manifest or architecture is refused."""
+                 amp_dtype: torch.dtype | None, device: torch.device, features: Sequence[str] = ()) -> FrozenTeacher:
+    """The fold's finished teacher ``name`` (with ``features``: also those intermediate outputs, same forward
+    pass); one of another fold, manifest or architecture is refused."""
     role = next(r for r in vertical.roles(recipe) if r.name == name)
     expected = vertical.model_meta(recipe, role, data, ctx.fold, ctx.manifest.sha).identity()
     return FrozenTeacher.from_weights(ctx.dependencies[name] / "model.safetensors", build_model, expected,
-                                      amp_dtype=amp_dtype, device=device, channels_last=recipe.runtime.channels_last)
+                                      amp_dtype=amp_dtype, device=device, channels_last=recipe.runtime.channels_last,
+                                      features=features)
 
 
 def _cached_teachers(vertical: Vertical, recipe: Any, role: Role, ctx: FoldContext, teachers: dict[str, Any],
@@ -181,9 +204,32 @@ def _cached_teachers(vertical: Vertical, recipe: Any, role: Role, ctx: FoldConte
     return ({next(iter(teachers)): cached} if single else dict(cached)), loader
 
 
+def _prepare_objective(objective: Any, model: torch.nn.Module, teacher: FrozenTeacher | None, sets: FoldSets,
+                       n_classes: int, ctx: FoldContext, device: torch.device, workers: int) -> Any:
+    """Bind the objective's learned parts (projector, weak classifier) from one dry pass, give ND its class means
+    and tap the student; returns the taps (None for a logit-only objective, which is left untouched)."""
+    if not (objective.needs_student_features or objective.needs_teacher_features):
+        return None
+    # Integer keys give un-augmented items: the fold's TRAINING images as they are (never val or test).
+    plain = eval_loader(sets.train, 16, device, workers)
+    model.to(device)
+    objective.bind_models(model, teacher, next(iter(plain))["image"][:2].to(device))
+    feature_loss = getattr(objective, "feature_loss", None)
+    if hasattr(feature_loss, "set_class_means"):
+        from .losses import class_mean_embeddings
+
+        means = class_mean_embeddings(teacher, plain, n_classes, device, path=objective.teacher_feature_path)
+        objective.set_class_means(means.to(device))
+        if is_main_process():  # stored with the fold: what the student was pulled towards
+            with atomic_open(ctx.model_dir / CLASS_MEANS_FILE, "wb", encoding=None) as f:
+                np.save(f, means.numpy())
+    return objective.tap(model)
+
+
 def train_role(vertical: Vertical, role: Role, recipe: Any, data: Any, ctx: FoldContext) -> FoldOutput:
-    """Train ``role`` on one fold (distilling from the fold's finished teachers it requires), then predict the
-    fold's test part. Seeds derive from (recipe seed, role, fold), so a rerun or a resumed run repeats it."""
+    """Train ``role`` on one fold (distilling from the fold's finished teachers it requires, or together with the
+    roles ``trained_with`` it), then predict the fold's test part. Seeds derive from (recipe seed, role, fold), so
+    a rerun or a resumed run repeats it."""
     cfg = vertical.role_config(recipe, role)
     runtime = recipe.runtime
     device = resolve_device(runtime.device)
@@ -199,25 +245,64 @@ def train_role(vertical: Vertical, role: Role, recipe: Any, data: Any, ctx: Fold
     torch.manual_seed(derive_seed(recipe.seed, role.name, ctx.fold, "init"))
     model = build_model(meta, cfg.pretrained, cfg.weights, cfg.drop_path, cfg.dropout)
     vertical.init_model(recipe, role, model, sets)
-    teachers = {name: load_teacher(vertical, recipe, name, data, ctx, amp_dtype, device) for name in role.requires}
-    if teachers and getattr(cfg, "teacher_cache", "off") != "off":
-        teachers, loader = _cached_teachers(vertical, recipe, role, ctx, teachers, loader, device)
-    task = vertical.task(recipe, role, sets, val_loader, device, teachers)
+    partners = [r for r in vertical.roles(recipe) if r.trained_with == role.name]
+    trained: torch.nn.Module = model
+    if partners:
+        (partner,) = partners  # one network trained together with this one (OnlinePair)
+        partner_meta = vertical.model_meta(recipe, partner, data, ctx.fold, ctx.manifest.sha)
+        partner_cfg = vertical.role_config(recipe, partner)
+        torch.manual_seed(derive_seed(recipe.seed, partner.name, ctx.fold, "init"))
+        partner_model = build_model(partner_meta, partner_cfg.pretrained, partner_cfg.weights, partner_cfg.drop_path,
+                                    partner_cfg.dropout)
+        vertical.init_model(recipe, partner, partner_model, sets)
+        trained = OnlinePair(partner_model, model)
+        task = vertical.online_task(recipe, role, partner, sets, val_loader, device)
+    else:
+        objective = vertical.objective(recipe, role)
+        feature_teacher = (role.requires[0] if role.requires and objective is not None
+                           and objective.needs_teacher_features else None)
+        teachers = {name: load_teacher(vertical, recipe, name, data, ctx, amp_dtype, device,
+                                       features=(objective.teacher_feature_path,) if name == feature_teacher else ())
+                    for name in role.requires}
+        extra: dict[str, Any] = {}
+        if objective is not None:
+            extra = {"objective": objective, "taps": _prepare_objective(
+                objective, model, teachers.get(feature_teacher), sets, meta.num_outputs, ctx, device, runtime.workers)}
+        if teachers and getattr(cfg, "teacher_cache", "off") != "off":
+            teachers, loader = _cached_teachers(vertical, recipe, role, ctx, teachers, loader, device)
+        task = vertical.task(recipe, role, sets, val_loader, device, teachers, **extra)
     monitor, mode = vertical.monitor(recipe, role)
     tensorboard = TensorBoardLogger(ctx.run.path / "tensorboard") if runtime.tensorboard else None
-    trainer = Trainer(model, cfg.train, task, monitor=monitor, mode=mode, device=device, amp_dtype=amp_dtype,
+    trainer = Trainer(trained, cfg.train, task, monitor=monitor, mode=mode, device=device, amp_dtype=amp_dtype,
                       seed=recipe.seed, name=role.name, fold=ctx.fold, output_dir=ctx.model_dir, meta=meta.to_dict(),
                       run=ctx.run, tensorboard=tensorboard, channels_last=runtime.channels_last,
                       compile_model=runtime.compile, sync_batchnorm=runtime.sync_batchnorm, on_epoch=ctx.on_epoch)
     result = trainer.fit(loader, resume=ctx.resume)
     if tensorboard is not None:
         tensorboard.close()
+    fit = {"kept": result.kept, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+           "stopped_early": result.stopped_early, "notes": result.notes}
+    companions: dict[str, FoldOutput] = {}
+    final = result.model
+    if partners:
+        partner_model, final = unwrap_pair(result.model).split_pair()
+        # As the engine records them; the kept epoch is the one the pair's monitor (the student's) chose.
+        saved = {"kept": result.kept, "best_epoch": result.best_epoch, "best_score": result.best_score,
+                 "epochs_run": result.epochs_run, "monitor": monitor, "mode": mode}
+        if is_main_process():  # the pair's weights the engine wrote become two models, each its own folder
+            save_weights(ctx.model_dir / "model.safetensors", final.state_dict(), {**meta.to_dict(), **saved})
+            partner_dir = ctx.run.model_dir(partner.name, ctx.fold)
+            partner_dir.mkdir(parents=True, exist_ok=True)
+            save_weights(partner_dir / "model.safetensors", partner_model.state_dict(),
+                         {**partner_meta.to_dict(), **saved, "trained_with": role.name})
+        rows, columns = vertical.predict(recipe, partner, partner_model, sets, test_loader, ctx, device, amp_dtype)
+        companions[partner.name] = FoldOutput(rows, columns, {**sets.info, **fit, "trained_with": role.name,
+                                                              vertical.counts_key: sets.counts})
 
-    rows, columns = vertical.predict(recipe, role, result.model, sets, test_loader, ctx, device, amp_dtype)
+    rows, columns = vertical.predict(recipe, role, final, sets, test_loader, ctx, device, amp_dtype)
     trainer.discard_checkpoint()
-    info = {**sets.info, "kept": result.kept, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-            "stopped_early": result.stopped_early, "notes": result.notes, vertical.counts_key: sets.counts}
-    return FoldOutput(rows, columns, info)
+    info = {**sets.info, **fit, vertical.counts_key: sets.counts}
+    return FoldOutput(rows, columns, info, companions)
 
 
 def run_pipeline(vertical: Vertical, recipe: Any, out: str | Path, folds: Sequence[int] | None = None,
@@ -238,7 +323,7 @@ def run_pipeline(vertical: Vertical, recipe: Any, out: str | Path, folds: Sequen
         if is_main_process():
             vertical.write_dataset_index(run, data)
         specs = [ModelSpec(role.name, lambda ctx, role=role: train_role(vertical, role, recipe, data, ctx),
-                           role.requires) for role in roles]
+                           role.requires, role.trained_with) for role in roles]
         runner = FoldRunner(run, manifest, specs)
         runner.run_folds(folds, resume=resume)
     if not is_main_process():
@@ -275,6 +360,13 @@ def sweep_adapter(vertical: Vertical, schema: type, objectives: dict[str, str], 
         data = vertical.prepare_data(recipe, run)
         return data, vertical.build_manifest(recipe, data)
 
+    def check_sweepable(recipe: Any) -> None:
+        roles = vertical.roles(recipe)
+        if any(role.trained_with for role in roles) or not set(vertical.teacher_names) <= {r.name for r in roles}:
+            raise ConfigError(f"{vertical.name} sweep trains the teachers once per fold and distils offline from "
+                              "them: a recipe with distillation: online or without its teachers cannot be swept")
+        check_models(vertical, recipe)
+
     def student_network(recipe: Any, data: Any) -> torch.nn.Module:
         return build_model(vertical.model_meta(recipe, _role(vertical, recipe, "student"), data, -1, ""))
 
@@ -285,4 +377,4 @@ def sweep_adapter(vertical: Vertical, schema: type, objectives: dict[str, str], 
         train=lambda name, recipe, data, ctx: train_role(vertical, _role(vertical, recipe, name), recipe, data, ctx),
         score=score, fidelity=fidelity, build_student=student_network,
         input_shape=lambda recipe: vertical.input_shape(recipe, None),
-        check_models=lambda recipe: check_models(vertical, recipe), n_folds=vertical.n_folds)
+        check_models=check_sweepable, n_folds=vertical.n_folds)
