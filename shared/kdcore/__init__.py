@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from .errors import CheckpointError, ConfigError, DataError, KDError, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, KDError, TrainingError  # noqa: F401 - public (__all__)
 from .front_door import front_door as _front_door
 
 # Public name -> the module that owns it (imported on first attribute access).

@@ -73,5 +73,5 @@ def test_int8_export_without_the_runs_images_is_refused(tmp_path):
     run = make_oct_run(tmp_path)
     for image in (tmp_path / "data").rglob("*.png"):
         image.unlink()
-    with pytest.raises(KDError, match="onnx-int8 needs the run's own B-scans"):
+    with pytest.raises(KDError, match="onnx-int8 needs the run's own data"):
         export_run(run, formats={"onnx-int8"}, out_dir=tmp_path / "export")
