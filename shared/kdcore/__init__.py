@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from .errors import CheckpointError, ConfigError, DataError, KDError, TrainingError  # noqa: F401 - public (__all__)
+from .errors import CheckpointError, ConfigError, DataError, KDError, TrainingError
 from .front_door import front_door as _front_door
 
 # Public name -> the module that owns it (imported on first attribute access).
@@ -28,4 +28,5 @@ __all__, __getattr__, __dir__ = _front_door(__name__, {
     "make_fold_manifest": ".cv",
     "FoldManifest": ".cv",
     "Vertical": ".vertical",
-}, eager=("KDError", "ConfigError", "DataError", "CheckpointError", "TrainingError"))
+}, eager=(KDError.__name__, ConfigError.__name__, DataError.__name__, CheckpointError.__name__,
+          TrainingError.__name__))

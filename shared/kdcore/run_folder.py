@@ -35,7 +35,7 @@ import yaml
 from .atomic import atomic_write_json, atomic_write_text
 from .errors import ConfigError, DataError, KDError
 
-__all__ = ["RunDir", "Coverage", "DONE_MARKER", "environment_info", "default_run_dir", "lock_run_folder", "release_run_folder",
+__all__ = ["RunDir", "Coverage", "DONE_MARKER", "CLASS_MEANS_FILE", "environment_info", "default_run_dir", "lock_run_folder", "release_run_folder",
            "remove_orphan_temporaries", "LOCK_NAME"]
 
 LOCK_NAME = ".run.lock"
