@@ -19,6 +19,7 @@ from torch import nn
 
 from ._registry import register_loss
 from ._validation import check_distill_inputs, check_non_negative, check_positive, compute_dtype
+from .divergence import forward_kl, reverse_kl
 
 __all__ = ["BDKDLoss", "entropy"]
 
@@ -60,10 +61,8 @@ class BDKDLoss(nn.Module):
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_distill_inputs(student_logits, teacher_logits, target)
         temp = self.temperature
-        log_q = F.log_softmax(compute_dtype(student_logits) / temp, dim=1)
-        log_p = F.log_softmax(compute_dtype(teacher_logits) / temp, dim=1)
-        fwd = F.kl_div(log_q, log_p, log_target=True, reduction="none").sum(dim=1)
-        rev = F.kl_div(log_p, log_q, log_target=True, reduction="none").sum(dim=1)
+        fwd = forward_kl(student_logits, teacher_logits, temp)
+        rev = reverse_kl(student_logits, teacher_logits, temp)
         with torch.no_grad():
             student_less_sure = entropy(student_logits, temp) > entropy(teacher_logits, temp)
         per_sample = torch.where(student_less_sure, self.reverse_weight * rev, self.forward_weight * fwd)
@@ -74,10 +73,8 @@ class BDKDLoss(nn.Module):
         """The teacher's distillation regulariser, ``T^2 * mean_i KL(softmax(t_i/T) || softmax(s_i/T))``,
         student detached (gradients reach the teacher only)."""
         check_distill_inputs(student_logits, teacher_logits, target)
-        temp = self.temperature
-        log_p = F.log_softmax(compute_dtype(teacher_logits) / temp, dim=1)
-        log_q = F.log_softmax(compute_dtype(student_logits.detach()) / temp, dim=1)
-        return temp**2 * F.kl_div(log_q, log_p, log_target=True, reduction="none").sum(dim=1).mean()
+        # KL(p_t || p_s) with the student detached is forward_kl read from the student's side
+        return self.temperature**2 * forward_kl(student_logits.detach(), teacher_logits, self.temperature).mean()
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, forward_weight={self.forward_weight}, "
