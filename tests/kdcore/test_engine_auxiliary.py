@@ -112,5 +112,5 @@ def test_auxiliary_gradients_are_averaged_across_ddp_ranks(tmp_path):
     import torch.multiprocessing as mp
 
     mp.spawn(_train_hint_on_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
-    first, second = (torch.load(tmp_path / f"aux{r}.pt") for r in (0, 1))
+    first, second = (torch.load(tmp_path / f"aux{r}.pt", weights_only=True) for r in (0, 1))
     torch.testing.assert_close(first["projector.layer.weight"], second["projector.layer.weight"], rtol=0, atol=0)
