@@ -64,7 +64,7 @@ def undo_new_folder_on_error(out: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        progress = out.is_dir() and any(p.name in ("done.json", "last.pt") for p in out.rglob("*"))
+        progress = RunDir(out).holds_progress()
         held_a_run = out / "config.yaml" in before
         if not progress and not held_a_run and out.is_dir() and is_main_process():
             # Only what this invocation made goes: a user's files and folder stay, even an empty folder.
