@@ -176,7 +176,7 @@ def load_teacher(vertical: Vertical, recipe: Any, name: str, data: Any, ctx: Fol
                  amp_dtype: torch.dtype | None, device: torch.device, features: Sequence[str] = ()) -> FrozenTeacher:
     """The fold's finished teacher ``name`` (with ``features``: also those intermediate outputs, same forward
     pass); one of another fold, manifest or architecture is refused."""
-    role = next(r for r in vertical.roles(recipe) if r.name == name)
+    role = _role(vertical, recipe, name)
     expected = vertical.model_meta(recipe, role, data, ctx.fold, ctx.manifest.sha).identity()
     return FrozenTeacher.from_weights(ctx.dependencies[name] / "model.safetensors", build_model, expected,
                                       amp_dtype=amp_dtype, device=device, channels_last=recipe.runtime.channels_last,
