@@ -66,7 +66,7 @@ def quick_pairs() -> list[P4Pair]:
 class P4Settings:
     pairs: list[P4Pair] = field(default_factory=default_pairs)
     warmup_rounds: int = 1
-    rounds: int = 3
+    rounds: int = 7
 
 
 def _trainer(recipe: OCTRecipe, classes: list[str], device: torch.device, steps: int, teacher: Any) -> Trainer:

@@ -56,6 +56,21 @@ def test_any_argmax_flip_fails_and_near_ties_are_counted():
     assert compare_outputs(reference, reference, "x", classification=False).argmax_agreement is None
 
 
+def test_int8_gate_refusal_says_how_undecided_the_float32_model_was_on_the_changed_inputs():
+    from kdcore.export import int8_gate
+
+    reference = np.array([[2.0, 1.99, 0.0], [0.0, 3.0, 0.0], [5.0, 0.0, 1.0], [0.0, 0.5, 0.0]])
+    outputs = reference.copy()
+    outputs[0] = [1.99, 2.0, 0.0]   # a near-tie flips
+    outputs[3] = [0.6, 0.5, 0.0]    # a clearer decision flips
+    check = int8_gate(reference, outputs, classification=True)
+    assert not check.passed and check.argmax_agreement == 0.5 and check.changed == 2
+    assert check.changed_margins == pytest.approx([0.01, 0.5])
+    assert check.median_margin == pytest.approx(np.median([0.01, 3.0, 4.0, 0.5]))
+    with pytest.raises(KDError, match=r"2 changed class, where float32's top two outputs were 0\.01, 0\.5 apart"):
+        check.raise_if_failed()
+
+
 def test_onnx_export_is_valid_dynamic_and_path_free(tiny, tmp_path):
     import onnx
 

@@ -52,6 +52,9 @@ class Int8Check:
     max_abs_diff: float
     mean_abs_diff: float
     argmax_agreement: float | None = None   # classification
+    changed: int | None = None              # inputs whose top-1 class changed
+    changed_margins: list[float] | None = None  # float32's top-two gap on each of them, smallest first
+    median_margin: float | None = None      # float32's top-two gap over all inputs, for comparison
     nme_fp32: float | None = None           # landmarks, in NME points
     nme_int8: float | None = None
     nme_increase: float | None = None
@@ -63,6 +66,11 @@ class Int8Check:
     def summary(self) -> str:
         if self.argmax_agreement is not None:
             text = f"top-1 agreement with float32 {self.argmax_agreement:.1%} on {self.n_inputs} {self.inputs} inputs"
+            if self.changed:
+                # Why a class changed: an input the float32 model barely decides flips under any 8-bit rounding.
+                gaps = ", ".join(f"{g:.3g}" for g in self.changed_margins[:8])
+                text += (f"; {self.changed} changed class, where float32's top two outputs were {gaps} apart "
+                         f"(median over all inputs {self.median_margin:.3g})")
         else:
             text = (f"NME {self.nme_int8:.3f} vs float32 {self.nme_fp32:.3f} (+{self.nme_increase:.3f} points) on "
                     f"{self.n_inputs} {self.inputs} inputs")
@@ -118,8 +126,9 @@ def int8_gate(reference: np.ndarray, outputs: np.ndarray, *, classification: boo
         >>> ref = np.eye(3)[[0, 1, 2, 0]]
         >>> int8_gate(ref, ref + 0.01, classification=True).passed
         True
-        >>> int8_gate(ref, ref[[1, 1, 2, 0]], classification=True).argmax_agreement
-        0.75
+        >>> check = int8_gate(ref, ref[[1, 1, 2, 0]], classification=True)
+        >>> check.argmax_agreement, check.changed, check.changed_margins
+        (0.75, 1, [1.0])
     """
     reference = np.asarray(reference, dtype=np.float64)
     outputs = np.asarray(outputs, dtype=np.float64)
@@ -131,8 +140,13 @@ def int8_gate(reference: np.ndarray, outputs: np.ndarray, *, classification: boo
                   max_abs_diff=float(diff.max(initial=0.0)) if finite else float("inf"),
                   mean_abs_diff=float(diff.mean()) if finite and diff.size else float("inf"), note=note)
     if classification:
-        agreement = float((outputs.argmax(1) == reference.argmax(1)).mean()) if len(reference) else 0.0
+        same = outputs.argmax(1) == reference.argmax(1)
+        agreement = float(same.mean()) if len(reference) else 0.0
+        ordered = np.sort(reference, axis=1)
+        gap = ordered[:, -1] - ordered[:, -2] if reference.shape[1] > 1 else np.full(len(reference), np.inf)
         return Int8Check(passed=finite and agreement >= min_agreement, argmax_agreement=agreement,
+                         changed=int((~same).sum()), changed_margins=sorted(float(g) for g in gap[~same]),
+                         median_margin=float(np.median(gap)) if len(gap) else None,
                          rule=f"top-1 agreement with the float32 model >= {min_agreement:.0%}", **common)
     if nme is None:
         raise ValueError("a landmark model's int8 gate needs nme(outputs)")
