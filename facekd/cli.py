@@ -59,7 +59,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
               f"{'' if face['model_informative'] else ' (model uninformative: not used)'}; "
               f"{record['candidates']} candidate(s))")
     n_written = sum(r["pts"] is not None for r in written)
-    print(f"wrote {n_written} .pts file(s) to {args.out} (faces.json: chosen boxes and face scores)")
+    print(f"wrote {n_written} .pts file(s) to {args.out} with backend {detector.backend} "
+          "(faces.json: chosen boxes and face scores)")
     # Images without a face are reported, not fatal (as face_alignment and dlib return no face); a batch in
     # which no image had one wrote nothing and fails.
     return 0 if n_written else 1

@@ -246,8 +246,8 @@ def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[s
 
 def export_run(run_dir: str | os.PathLike, folds: int | Sequence[int] | str | None = None,
                formats: Iterable[str] | str = ("onnx", "torchscript"), out_dir: str | os.PathLike | None = None,
-               model: str = "student", n_inputs: int = 8) -> dict[str, Any]:
+               model: str = "student", n_inputs: int = 8, int8_gate: float | None = None) -> dict[str, Any]:
     """Export a run's trained landmark model (default the student); see
     :func:`kdcore.export.run_export.export_run`. ``formats``: ``onnx``, ``torchscript``, ``onnx-int8`` (kept only
     when its NME on the fold's test subjects is at most 0.1 points above the float32 model's)."""
-    return run_export.export_run(FACE_EXPORTER, run_dir, folds, formats, out_dir, model, n_inputs)
+    return run_export.export_run(FACE_EXPORTER, run_dir, folds, formats, out_dir, model, n_inputs, int8_gate)

@@ -99,7 +99,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise KDError("--dicom-sr needs DICOM volume inputs (an SR references the source DICOM instances)")
     classifier = OCTClassifier.load(args.model, backend=args.backend, device=args.device)
     rows = predict_files(classifier, args.images, args.out, tta=args.tta)
-    print(f"wrote {args.out} ({len(rows)} image(s))")
+    print(f"wrote {args.out} ({len(rows)} image(s), backend {classifier.backend})")
     if args.saliency is not None:
         from .predictor import load_gray
         from .saliency import load_torch_model, write_overlays

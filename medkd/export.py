@@ -216,13 +216,16 @@ def export_fold(entry: RunModel, out_dir: str | os.PathLike, formats: Iterable[s
 
 def export_run(run_dir: str | os.PathLike, folds: int | Sequence[int] | str | None = None,
                formats: Iterable[str] | str = ("onnx", "torchscript"), out_dir: str | os.PathLike | None = None,
-               model: str = "student", n_inputs: int = 8, schema: str | os.PathLike | None = None) -> dict[str, Any]:
+               model: str = "student", n_inputs: int = 8, schema: str | os.PathLike | None = None,
+               int8_gate: float | None = None) -> dict[str, Any]:
     """Export a run's trained model (default the student); see :func:`kdcore.export.run_export.export_run`.
 
     ``formats``: any of ``"onnx"``, ``"torchscript"``, ``"bundle"`` (a MONAI bundle; implies the other two),
     ``"onnx-int8"`` (kept only when it keeps the float32 model's top-1 class on >= 99 % of the test patients'
-    B-scans). ``schema``: a local copy of MONAI's metadata schema; when given, the bundle's metadata is validated.
+    B-scans; ``int8_gate`` sets another share). ``schema``: a local copy of MONAI's metadata schema; when given,
+    the bundle's metadata is validated.
     """
     if schema is not None and not Path(schema).is_file():
         raise KDError(f"--schema {schema}: file not found (a local copy of MONAI's meta_schema_20240725.json)")
-    return run_export.export_run(OCT_EXPORTER, run_dir, folds, formats, out_dir, model, n_inputs, schema=schema)
+    return run_export.export_run(OCT_EXPORTER, run_dir, folds, formats, out_dir, model, n_inputs, int8_gate,
+                                 schema=schema)

@@ -216,7 +216,7 @@ def add_export_command(sub: Any, export_run: Callable[[], Callable], formats: st
 
         with undo_new_folder_on_error(args.out):  # a failed export leaves no half-filled folder for an app to load
             summary = export_run()(args.run_dir, folds=folds, formats=chosen, out_dir=args.out, model=args.model,
-                                   **extra)
+                                   int8_gate=args.int8_gate, **extra)
         print(json.dumps(summary, indent=1, default=str))
         return 0
 
@@ -228,6 +228,10 @@ def add_export_command(sub: Any, export_run: Callable[[], Callable], formats: st
     parser.add_argument("--format", default=formats)
     parser.add_argument("--model", default="student", help="which model of the run to export")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--int8-gate", type=float, default=None,
+                        help="onnx-int8's bound instead of the default: least top-1 agreement with float32 for a "
+                             "classifier (default 0.99), most NME points added for a landmark model (default 0.1); "
+                             "recorded in model.json")
     if schema_option:
         parser.add_argument("--schema", type=Path, default=None,
                             help="local copy of MONAI's meta_schema_20240725.json: also validate the bundle's "

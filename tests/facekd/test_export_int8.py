@@ -69,3 +69,13 @@ def test_int8_needs_the_runs_own_faces(tmp_path):
     with pytest.raises(KDError, match="onnx-int8 needs the run's own data"):
         export_run(run, folds=[0], formats="onnx-int8", out_dir=tmp_path / "x", n_inputs=2)
     assert not (tmp_path / "x").exists() or not (tmp_path / "x" / INT8_FILE).exists()
+
+
+def test_int8_gate_of_a_landmark_model_is_nme_points():
+    from facekd.export import FACE_EXPORTER
+    from kdcore.export.run_export import int8_bound
+
+    assert int8_bound(FACE_EXPORTER, None) == {}
+    assert int8_bound(FACE_EXPORTER, 0.25) == {"max_nme_increase": 0.25}
+    with pytest.raises(KDError, match="--int8-gate -0.1: a landmark model's gate is the most NME points"):
+        int8_bound(FACE_EXPORTER, -0.1)

@@ -40,7 +40,7 @@ def test_int8_export_passes_its_gate_and_is_recorded(int8_export):
     assert "onnxruntime_int8" in (out / "MODEL_CARD.md").read_text()
 
 
-def test_predict_uses_the_int8_model_by_default(int8_export, tmp_path):
+def test_predict_uses_the_int8_model_by_default(int8_export, tmp_path, capsys):
     base, _, out, _ = int8_export
     assert OCTClassifier.load(out).backend == "onnx-int8"
     assert OCTClassifier.load(out, backend="onnx").backend == "onnx"
@@ -48,6 +48,7 @@ def test_predict_uses_the_int8_model_by_default(int8_export, tmp_path):
     assert backend == "onnx-int8" and model_file.name == "model.int8.onnx"
     images = sorted((base / "data").rglob("*.png"))[:6]
     assert main(["predict", str(out), *map(str, images), "--out", str(tmp_path / "p.csv")]) == 0
+    assert "6 image(s), backend onnx-int8" in capsys.readouterr().out  # the user is told which model ran
     int8 = OCTClassifier.load(out).predict_proba([str(p) for p in images])
     fp32 = OCTClassifier.load(out, backend="onnx").predict_proba([str(p) for p in images])
     rows = (tmp_path / "p.csv").read_text().splitlines()[1:]
@@ -75,3 +76,21 @@ def test_int8_export_without_the_runs_images_is_refused(tmp_path):
         image.unlink()
     with pytest.raises(KDError, match="onnx-int8 needs the run's own data"):
         export_run(run, formats={"onnx-int8"}, out_dir=tmp_path / "export")
+
+
+def test_int8_gate_bound_is_the_users_and_recorded(int8_export, tmp_path):
+    _, run, _, _ = int8_export
+    summary = export_run(run, formats={"onnx-int8"}, out_dir=tmp_path / "loose", int8_gate=0.5)
+    check = summary["folds"][0]["onnx_int8"]["check"]
+    assert check["min_agreement"] == 0.5 and check["rule"].endswith(">= 0.5") and check["passed"]
+    gate = json.loads((tmp_path / "loose" / "model.json").read_text())["export"]["onnx_int8"]["gate"]
+    assert gate["min_agreement"] == 0.5
+
+
+@pytest.mark.parametrize("bound", ["0", "1.5", "-1"])
+def test_int8_gate_outside_a_share_is_refused_before_anything_is_written(int8_export, tmp_path, capsys, bound):
+    _, run, _, _ = int8_export
+    out = tmp_path / "x"
+    assert main(["export", str(run), "--format", "onnx,onnx-int8", "--int8-gate", bound, "--out", str(out)]) != 0
+    assert f"--int8-gate {float(bound)}: a classifier's gate is the least top-1 agreement" in capsys.readouterr().err
+    assert not out.exists()

@@ -55,6 +55,8 @@ class Int8Check:
     changed: int | None = None              # inputs whose top-1 class changed
     changed_margins: list[float] | None = None  # float32's top-two gap on each of them, smallest first
     median_margin: float | None = None      # float32's top-two gap over all inputs, for comparison
+    min_agreement: float | None = None      # the bound used (classification)
+    max_nme_increase: float | None = None   # the bound used (landmarks)
     nme_fp32: float | None = None           # landmarks, in NME points
     nme_int8: float | None = None
     nme_increase: float | None = None
@@ -146,13 +148,13 @@ def int8_gate(reference: np.ndarray, outputs: np.ndarray, *, classification: boo
         gap = ordered[:, -1] - ordered[:, -2] if reference.shape[1] > 1 else np.full(len(reference), np.inf)
         return Int8Check(passed=finite and agreement >= min_agreement, argmax_agreement=agreement,
                          changed=int((~same).sum()), changed_margins=sorted(float(g) for g in gap[~same]),
-                         median_margin=float(np.median(gap)) if len(gap) else None,
-                         rule=f"top-1 agreement with the float32 model >= {min_agreement:.0%}", **common)
+                         median_margin=float(np.median(gap)) if len(gap) else None, min_agreement=min_agreement,
+                         rule=f"top-1 agreement with the float32 model >= {min_agreement:.3g}", **common)
     if nme is None:
         raise ValueError("a landmark model's int8 gate needs nme(outputs)")
     before, after = float(nme(reference)), float(nme(outputs)) if finite else float("inf")
     return Int8Check(passed=finite and after - before <= max_nme_increase, nme_fp32=before, nme_int8=after,
-                     nme_increase=after - before, rule=f"NME increase <= {max_nme_increase:g} points", **common)
+                     nme_increase=after - before, max_nme_increase=max_nme_increase, rule=f"NME increase <= {max_nme_increase:g} points", **common)
 
 
 def export_int8(out_dir: str | os.PathLike, calibration: np.ndarray, held_out: np.ndarray, *, classification: bool,

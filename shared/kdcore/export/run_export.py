@@ -27,7 +27,7 @@ from .quantize import INT8_FILE, export_int8
 from .run_models import RunModel, find_run_models, load_run_model, read_run_file, run_data_root, select_folds
 from .sidecar import assert_no_absolute_paths, write_export_marker
 
-__all__ = ["Exporter", "export_fold", "export_run", "INT8_CALIBRATION", "INT8_HELD_OUT"]
+__all__ = ["Exporter", "int8_bound", "export_fold", "export_run", "INT8_CALIBRATION", "INT8_HELD_OUT"]
 
 INT8_CALIBRATION = 128   # training items that calibrate the int8 activations
 INT8_HELD_OUT = 128      # test items that judge it against the float32 model
@@ -70,7 +70,22 @@ class Exporter:
         raise NotImplementedError
 
 
-def _export_int8(exporter: Exporter, entry: RunModel, contract: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+def int8_bound(exporter: Exporter, int8_gate: float | None) -> dict[str, float]:
+    """The int8 gate's bound as :func:`export_int8` takes it; ``None`` keeps the default (99 %, 0.1 NME points)."""
+    if int8_gate is None:
+        return {}
+    if exporter.classification:
+        if not 0 < int8_gate <= 1:
+            raise KDError(f"--int8-gate {int8_gate}: a classifier's gate is the least top-1 agreement with float32, "
+                          "a share in (0, 1], e.g. 0.99")
+        return {"min_agreement": float(int8_gate)}
+    if int8_gate < 0:
+        raise KDError(f"--int8-gate {int8_gate}: a landmark model's gate is the most NME points int8 may add, >= 0")
+    return {"max_nme_increase": float(int8_gate)}
+
+
+def _export_int8(exporter: Exporter, entry: RunModel, contract: dict[str, Any], out_dir: Path,
+                 bound: dict[str, float]) -> dict[str, Any]:
     """``model.int8.onnx``: calibrated on the fold's training items, gated on items of its test part."""
     calibration, _, kind, why = exporter.parity_inputs(entry, contract, INT8_CALIBRATION, part="train")
     if kind != "real":
@@ -79,16 +94,17 @@ def _export_int8(exporter: Exporter, entry: RunModel, contract: dict[str, Any], 
         held_out, _, held_kind, note = exporter.parity_inputs(entry, contract, INT8_HELD_OUT, part="test")
         if held_kind != "real":
             raise KDError(f"{entry.run_dir}: onnx-int8 needs the run's own data to check the int8 model ({note})")
-        return export_int8(out_dir, calibration, held_out, classification=True, note=note)
+        return export_int8(out_dir, calibration, held_out, classification=True, note=note, **bound)
     held_out, nme, note = exporter.int8_nme(entry, contract, INT8_HELD_OUT)
-    return export_int8(out_dir, calibration, held_out, classification=False, nme=nme, note=note)
+    return export_int8(out_dir, calibration, held_out, classification=False, nme=nme, note=note, **bound)
 
 
 def export_fold(exporter: Exporter, entry: RunModel, out_dir: str | os.PathLike,
                 formats: Iterable[str] | str = ("onnx", "torchscript"), n_inputs: int = 8,
-                **options: Any) -> dict[str, Any]:
+                int8_gate: float | None = None, **options: Any) -> dict[str, Any]:
     """Export one fold's model into ``out_dir`` (see :func:`export_run`)."""
     formats = exporter.check_formats(formats)
+    bound = int8_bound(exporter, int8_gate)  # a bad bound fails before any file is written
     out_dir = Path(out_dir)
     model = load_run_model(entry)
     contract = exporter.contract(entry)
@@ -106,7 +122,7 @@ def export_fold(exporter: Exporter, entry: RunModel, out_dir: str | os.PathLike,
             result[name] = write(model, out_dir, result["contract"], inputs, files, **options)
             result["parity"] = (read_run_file(out_dir, "parity.json") or {}).get("checks", result["parity"])
     if "onnx-int8" in formats:
-        result["onnx_int8"] = _export_int8(exporter, entry, contract, out_dir)
+        result["onnx_int8"] = _export_int8(exporter, entry, contract, out_dir, bound)
         result["latency"]["onnxruntime_int8"] = result["onnx_int8"]["latency"]["onnxruntime_int8"]
         result["parity"] = (read_run_file(out_dir, "parity.json") or {}).get("checks", result["parity"])
         result["files"].append(INT8_FILE)
@@ -120,7 +136,8 @@ def export_fold(exporter: Exporter, entry: RunModel, out_dir: str | os.PathLike,
 
 def export_run(exporter: Exporter, run_dir: str | os.PathLike, folds: int | Sequence[int] | str | None = None,
                formats: Iterable[str] | str = ("onnx", "torchscript"), out_dir: str | os.PathLike | None = None,
-               model: str = "student", n_inputs: int = 8, **options: Any) -> dict[str, Any]:
+               model: str = "student", n_inputs: int = 8, int8_gate: float | None = None,
+               **options: Any) -> dict[str, Any]:
     """Export a run's finished model (default the student) with verified parity and a model card.
 
     Args:
@@ -132,17 +149,21 @@ def export_run(exporter: Exporter, run_dir: str | os.PathLike, folds: int | Sequ
         out_dir: default ``RUN/export/<model>``. One fold is written here, several into ``fold_<k>/``.
         model: which model of the run (``student``, ``teacher``, ``baseline``...).
         n_inputs: real items used for the parity checks.
+        int8_gate: the int8 gate's bound instead of the default: the least top-1 agreement with float32
+            (classifiers, default 0.99) or the most NME points int8 may add (landmarks, default 0.1). The bound
+            used is recorded with the gate's numbers in ``model.json`` and ``parity.json``.
         options: passed to the exporter's extra formats (medkd's bundle: ``schema``).
 
     Returns:
         ``{"run", "model", "selected_by", "out_dir", "folds": [per-fold summaries with "parity" and "latency"]}``.
     """
     exporter.check_formats(formats)
+    int8_bound(exporter, int8_gate)
     run_dir = Path(run_dir)
     models = find_run_models(run_dir, model)
     chosen = select_folds(models, folds)
     out = Path(out_dir) if out_dir is not None else run_dir / "export" / model
     results = [export_fold(exporter, models[k], out if len(chosen) == 1 else out / f"fold_{k}", formats, n_inputs,
-                           **options) for k in chosen]
+                           int8_gate, **options) for k in chosen]
     selected = ("best validation score" if folds is None else "all folds" if folds == "all" else "requested")
     return {"run": run_dir.name, "model": model, "selected_by": selected, "out_dir": str(out), "folds": results}
