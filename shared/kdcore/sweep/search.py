@@ -105,6 +105,32 @@ class SurplusTrial(Exception):
 # ---------------------------------------------------------------- storage and study
 
 
+_SCHEMA_LOCK = 0x6B64766973696F6E  # pg_advisory_lock key ("kdvision"): one Optuna schema creator at a time
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Hold a PostgreSQL session advisory lock while Optuna creates or checks its schema.
+
+    Workers started together on a fresh database otherwise both create Optuna's tables and alembic stamp, and the
+    loser dies with a UniqueViolation (``pg_type_typname_nsp_index``, ``alembic_version_pkc``). Other databases:
+    SQLite serialises writers itself; nothing is taken.
+    """
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:  # closing the session releases the lock, even after an error
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK})
+            yield
+    finally:
+        engine.dispose()
+
+
 def make_storage(url: str, heartbeat: int):
     """An Optuna RDB storage with heartbeats: a trial whose worker stops beating for ``2 * heartbeat`` seconds
     is marked failed and queued again (once) for the next worker."""
@@ -114,7 +140,7 @@ def make_storage(url: str, heartbeat: int):
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():  # heartbeats have been "experimental" in Optuna since 2.8
+        with warnings.catch_warnings(), _schema_lock(url):  # heartbeats are "experimental" in Optuna since 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
                               grace_period=2 * heartbeat,
