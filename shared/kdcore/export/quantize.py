@@ -154,7 +154,8 @@ def int8_gate(reference: np.ndarray, outputs: np.ndarray, *, classification: boo
         raise ValueError("a landmark model's int8 gate needs nme(outputs)")
     before, after = float(nme(reference)), float(nme(outputs)) if finite else float("inf")
     return Int8Check(passed=finite and after - before <= max_nme_increase, nme_fp32=before, nme_int8=after,
-                     nme_increase=after - before, max_nme_increase=max_nme_increase, rule=f"NME increase <= {max_nme_increase:g} points", **common)
+                     nme_increase=after - before, max_nme_increase=max_nme_increase,
+                     rule=f"NME increase <= {max_nme_increase:g} points", **common)
 
 
 def export_int8(out_dir: str | os.PathLike, calibration: np.ndarray, held_out: np.ndarray, *, classification: bool,

@@ -114,7 +114,7 @@ def _schema_lock(url: str) -> Iterator[None]:
 
     Workers started together on a fresh database otherwise both create Optuna's tables and alembic stamp, and the
     loser dies with a UniqueViolation (``pg_type_typname_nsp_index``, ``alembic_version_pkc``). Other databases:
-    SQLite serialises writers itself; nothing is taken.
+    nothing is taken (an SQLite study lives on one machine; on MySQL, start one worker first).
     """
     if not url.startswith("postgresql"):
         yield
