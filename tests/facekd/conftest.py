@@ -15,6 +15,7 @@ from facekd.pts_files import write_pts
 from kdcore.checkpoint import save_weights
 from kdcore.cv import make_fold_manifest
 from kdcore.models import create_model
+from kdcore.run_folder import RunDir
 
 LFPW = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "faces-lfpw"
 N_POINTS = 68
@@ -60,10 +61,10 @@ def make_face_run(base: Path, size: int = 32, data_root: Path | None = None, rep
                 "input": {"size": size, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                           "crop_margin": 0.25, "colour": "rgb"},
                 "kept": "swa", "best_epoch": 1, "best_score": nme, "epochs_run": 2, "monitor": "nme"}
-        folder = run / "folds" / f"fold_{fold}" / "student"
-        folder.mkdir(parents=True)
-        save_weights(folder / "model.safetensors", model.state_dict(), meta)
-        (folder / "done.json").write_text(json.dumps({"model": "student", "fold": fold, "manifest": manifest.sha}))
+        folders = RunDir(run)
+        folders.model_dir("student", fold).mkdir(parents=True)
+        save_weights(folders.weights("student", fold), model.state_dict(), meta)
+        folders.finish_model("student", fold, {"model": "student", "fold": fold, "manifest": manifest.sha})
     if report:
         summary = {"nme": {"mean": 0.0612, "std": 0.004, "ci95": [0.055, 0.068]},
                    "fr": {"mean": 0.031, "std": 0.01, "ci95": [0.01, 0.05]},

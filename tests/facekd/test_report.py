@@ -14,6 +14,7 @@ from kdcore.atomic import atomic_write_json
 from kdcore.cv import make_fold_manifest
 from kdcore.predictions import write_predictions
 from kdcore.report import bootstrap_samples, difference_samples, percentile_ci
+from kdcore.run_folder import RunDir
 
 K = 68
 NOISE = {"tough": 1.5, "tolerant": 2.0, "student": 2.5, "baseline": 6.0}  # pixels; eye distance is 60 px
@@ -69,7 +70,7 @@ def make_run(root, n_subjects=24, seed=0, models=tuple(NOISE), with_images=True,
             write_predictions(folder / "predictions.csv", rows, columns)
             atomic_write_json(folder / "model.json", {"role": name, "fold": split.fold, "task": "landmarks",
                                                       "n_points": K, "scheme": "ibug68"})
-            atomic_write_json(folder / "done.json", {"model": name, "fold": split.fold, "manifest": manifest.sha})
+            RunDir(run).finish_model(name, split.fold, {"model": name, "fold": split.fold, "manifest": manifest.sha})
     with open(run / "log.jsonl", "w") as f:
         for name in models:
             for fold in range(3):

@@ -14,6 +14,7 @@ import yaml
 from kdcore.checkpoint import save_weights
 from kdcore.cv import make_fold_manifest
 from kdcore.models import create_model
+from kdcore.run_folder import RunDir
 
 CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 
@@ -52,10 +53,10 @@ def make_oct_run(base: Path, size: int = 32, data_root: Path | None = None, scor
                 "recipe": "tiny-oct", "input": {"size": size, "channels": 1, "mean": [0.449], "std": [0.226],
                                                 "resize": "letterbox", "pad_value": 0, "colour": "gray"},
                 "kept": "best", "best_epoch": 2, "best_score": score, "epochs_run": 3, "monitor": monitor}
-        folder = run / "folds" / f"fold_{fold}" / "student"
-        folder.mkdir(parents=True)
-        save_weights(folder / "model.safetensors", model.state_dict(), meta)
-        (folder / "done.json").write_text(json.dumps({"model": "student", "fold": fold, "manifest": manifest.sha}))
+        folders = RunDir(run)
+        folders.model_dir("student", fold).mkdir(parents=True)
+        save_weights(folders.weights("student", fold), model.state_dict(), meta)
+        folders.finish_model("student", fold, {"model": "student", "fold": fold, "manifest": manifest.sha})
     if report:
         summary = {"accuracy": {"mean": 0.875, "std": 0.02, "ci95": [0.81, 0.93]},
                    "ece": {"mean": 0.061, "std": 0.01, "ci95": [0.04, 0.08]}}

@@ -12,6 +12,7 @@ from kdcore.atomic import atomic_write_json
 from kdcore.cv import make_fold_manifest
 from kdcore.predictions import write_predictions
 from kdcore.report import bootstrap_samples, difference_samples, percentile_ci
+from kdcore.run_folder import RunDir
 from medkd.report import build_report
 
 CLASSES = ["CNV", "DME", "DRUSEN", "NORMAL"]
@@ -52,7 +53,7 @@ def make_run(root, n_patients=36, seed=0, models=tuple(STRENGTH), big_patient=Fa
                               ["id", "patient", "eye", "fold", "target", "pred"] + [f"prob_{c}" for c in CLASSES])
             atomic_write_json(folder / "model.json", {"arch": "resnet18", "role": name, "fold": split.fold,
                                                       "task": "classification", "classes": CLASSES})
-            atomic_write_json(folder / "done.json", {"model": name, "fold": split.fold, "manifest": manifest.sha})
+            RunDir(root).finish_model(name, split.fold, {"model": name, "fold": split.fold, "manifest": manifest.sha})
     with open(root / "log.jsonl", "w") as f:
         for name in models:
             for fold in range(3):
