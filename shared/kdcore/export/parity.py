@@ -18,7 +18,7 @@ from ..errors import KDError
 from .run_models import read_run_file
 from .runtime import Runner
 
-__all__ = ["ATOL", "RTOL", "ParityCheck", "compare_outputs", "check_parity", "write_parity"]
+__all__ = ["ATOL", "RTOL", "ParityCheck", "compare_outputs", "check_parity", "write_parity", "top_two_gap"]
 
 ATOL = 1e-4   # parity: max |exported - pytorch| <= ATOL + RTOL * max |pytorch|
 RTOL = 1e-4
@@ -56,6 +56,19 @@ class ParityCheck:
             raise KDError(f"parity check failed for {self.summary()}")
 
 
+def top_two_gap(outputs: np.ndarray) -> np.ndarray:
+    """Per input, how far the top output is above the second (inf with one output): how decided a classifier is.
+
+    Example:
+        >>> top_two_gap(np.array([[0.0, 2.0, 1.5], [3.0, 0.0, 0.0]])).tolist()
+        [0.5, 3.0]
+    """
+    if outputs.shape[1] < 2:
+        return np.full(len(outputs), np.inf)
+    ordered = np.sort(outputs, axis=1)
+    return ordered[:, -1] - ordered[:, -2]
+
+
 def compare_outputs(reference: np.ndarray, outputs: np.ndarray, artefact: str, *, classification: bool,
                     inputs: str = "real", atol: float = ATOL, rtol: float = RTOL, note: str = "") -> ParityCheck:
     """Compare an artefact's outputs with the reference's (same inputs, same order)."""
@@ -71,9 +84,7 @@ def compare_outputs(reference: np.ndarray, outputs: np.ndarray, artefact: str, *
     agreement = ties = None
     if classification:
         same = outputs.argmax(axis=1) == reference.argmax(axis=1)
-        ordered = np.sort(reference, axis=1)
-        gap = ordered[:, -1] - ordered[:, -2] if reference.shape[1] > 1 else np.full(len(reference), np.inf)
-        near = gap <= 2 * tolerance
+        near = top_two_gap(reference) <= 2 * tolerance
         agreement, ties = float(same.mean()) if len(same) else 1.0, int((~same & near).sum())
         passed = passed and bool(same.all())  # strict; near ties are counted to explain a failure
     return ParityCheck(artefact, int(len(reference)), inputs, max_diff, float(diff.mean()) if finite else float("inf"),

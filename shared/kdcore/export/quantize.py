@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import KDError
-from .parity import write_parity
+from .parity import top_two_gap, write_parity
 from .runtime import measure_latency_ms, onnx_runner
 from .sidecar import SIDECAR, read_sidecar, write_sidecar
 
@@ -144,8 +144,7 @@ def int8_gate(reference: np.ndarray, outputs: np.ndarray, *, classification: boo
     if classification:
         same = outputs.argmax(1) == reference.argmax(1)
         agreement = float(same.mean()) if len(reference) else 0.0
-        ordered = np.sort(reference, axis=1)
-        gap = ordered[:, -1] - ordered[:, -2] if reference.shape[1] > 1 else np.full(len(reference), np.inf)
+        gap = top_two_gap(reference)
         return Int8Check(passed=finite and agreement >= min_agreement, argmax_agreement=agreement,
                          changed=int((~same).sum()), changed_margins=sorted(float(g) for g in gap[~same]),
                          median_margin=float(np.median(gap)) if len(gap) else None, min_agreement=min_agreement,

@@ -158,7 +158,6 @@ def export_run(exporter: Exporter, run_dir: str | os.PathLike, folds: int | Sequ
         ``{"run", "model", "selected_by", "out_dir", "folds": [per-fold summaries with "parity" and "latency"]}``.
     """
     exporter.check_formats(formats)
-    int8_bound(exporter, int8_gate)
     run_dir = Path(run_dir)
     models = find_run_models(run_dir, model)
     chosen = select_folds(models, folds)
